@@ -1,0 +1,33 @@
+"""ament_python build of mm_perception (also a plain pip-installable package)."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "mm_perception"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    package_data={PACKAGE: ["py.typed", "data/*.yaml"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config/rigs", glob("config/rigs/*.yaml")),
+    ],
+    python_requires=">=3.10",
+    install_requires=["numpy", "pyyaml", "rosbags>=0.10"],
+    zip_safe=True,
+    maintainer="mm_perception maintainers",
+    maintainer_email="maintainers@mm-perception.dev",
+    description="Multimodal camera/LiDAR/radar perception stack for ROS 2",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "mm-perception = mm_perception.cli:main",
+        ],
+    },
+)
