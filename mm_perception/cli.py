@@ -1,0 +1,294 @@
+"""``mm-perception``: command-line entry point.
+
+Sub-commands::
+
+    mm-perception info BAG [--rig RIG.yaml] [--json]
+    mm-perception replay BAG [--rig RIG.yaml] [--rate R] [--loop] [--start S] [--offline]
+                             [--out DIR]
+    mm-perception synth-bag --rig RIG.yaml --out BAG [--duration S] [--seed N]
+                             [--storage mcap|sqlite3|ros1] [--lidar-layout L] [--compressed]
+    mm-perception demo [--out DIR]
+
+Errors in the input (a bad rig, a missing or corrupt bag, a bag that does not match the rig)
+print one clear ``error:`` line and exit with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mm_perception.core.errors import MMPerceptionError
+
+LOG = logging.getLogger("mm_perception")
+
+
+def config_dir() -> Path:
+    """The ``config/`` folder: the source tree's, else the installed ``share/`` copy."""
+    here = Path(__file__).resolve().parent.parent / "config"
+    if here.is_dir():
+        return here
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory("mm_perception")) / "config"
+    except Exception as exc:  # not installed through ament either
+        raise MMPerceptionError(f"cannot find mm_perception's config folder ({exc})") from exc
+
+
+def _ns_to_s(ns: int | None) -> str:
+    return "-" if ns is None else f"{ns / 1e9:.3f}"
+
+
+# ---------------------------------------------------------------------------- info
+def cmd_info(args: argparse.Namespace) -> int:
+    from mm_perception.bag.reader import BagSource
+    from mm_perception.core.calibration import Rig
+
+    rig = Rig.from_yaml(args.rig) if args.rig else None
+    with BagSource(args.bag) as bag:
+        topics, stats = bag.summary(rig)
+        layouts = bag.cloud_layouts()
+        info: dict[str, Any] = {
+            "bag": str(args.bag), "storage": bag.storage,
+            "start_s": bag.start_ns / 1e9, "end_s": bag.end_ns / 1e9,
+            "duration_s": (bag.end_ns - bag.start_ns) / 1e9,
+            "messages": sum(t.count for t in topics),
+            "topics": [{"topic": t.topic, "type": t.msgtype, "count": t.count,
+                        "rate_hz": t.rate_hz, "first_s": None if t.first_ns is None
+                        else t.first_ns / 1e9, "last_s": None if t.last_ns is None
+                        else t.last_ns / 1e9, "rig_sensors": list(t.sensors)}
+                       for t in topics],
+            "cloud_layouts": layouts,
+            "errors": stats.errors, "truncated": stats.truncated,
+        }
+        if rig is not None:
+            present = {t.topic for t in topics}
+            info["rig"] = {"source": rig.source, "sensors_without_topic": [
+                s.name for s in rig.sensors.values() if s.topic not in present]}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"bag:       {info['bag']} ({info['storage']})")
+    print(f"span:      {info['start_s']:.3f} .. {info['end_s']:.3f} s "
+          f"({info['duration_s']:.3f} s), {info['messages']} messages")
+    width = max([len(t.topic) for t in topics] + [5])
+    print(f"\n{'topic':<{width}}  {'type':<32} {'count':>6} {'rate Hz':>8}  rig sensor")
+    for t in topics:
+        rate = "-" if t.rate_hz is None else f"{t.rate_hz:.2f}"
+        print(f"{t.topic:<{width}}  {t.msgtype:<32} {t.count:>6} {rate:>8}  "
+              f"{', '.join(t.sensors) or '-'}")
+    for topic, layout in layouts.items():
+        entry = layout[0]
+        if "error" in entry:
+            print(f"\n{topic}: cannot read layout: {entry['error']}")
+            continue
+        fields = ", ".join(f"{f['name']}:{f['datatype']}"
+                           + (f"[{f['count']}]" if f["count"] != 1 else "")
+                           + f"@{f['offset']}" for f in entry["fields"])
+        print(f"\n{topic}: point_step {entry['point_step']}, "
+              f"{'big' if entry['is_bigendian'] else 'little'}-endian, "
+              f"{entry['width']}x{entry['height']}\n  fields: {fields}")
+    if rig is not None and info["rig"]["sensors_without_topic"]:
+        print(f"\nrig sensors with no topic in the bag: {info['rig']['sensors_without_topic']}")
+    if stats.errors:
+        print("\nERRORS:\n  " + "\n  ".join(stats.errors))
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------------------- replay
+def run_offline(bag_path: Path, rig_path: Path, out: Path | None) -> dict[str, Any]:
+    """Offline replay of a bag through sync + ego-motion compensation; returns the summary."""
+    from mm_perception.bag.offline import OfflineReplay
+    from mm_perception.bag.reader import BagSource
+    from mm_perception.core.calibration import Rig
+
+    rig = Rig.from_yaml(rig_path)
+    replay = OfflineReplay(rig)
+    per_sensor: dict[str, int] = {}
+    with BagSource(bag_path) as bag:
+        for sset in replay.run(bag):
+            for name in sset.present:
+                per_sensor[name] = per_sensor.get(name, 0) + 1
+    summary = replay.summary.as_dict()
+    summary = {"bag": str(bag_path), "rig": str(rig_path),
+               "sensor_counts_in_sets": per_sensor, **summary}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "replay_summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def print_offline_summary(summary: dict[str, Any]) -> None:
+    sync = summary["sync"]
+    read = summary["read"]
+    print(f"offline replay of {summary['bag']} with rig {summary['rig']}")
+    print(f"\n{'sensor':<16} {'converted':>9} {'dropped':>8} {'in sets':>8}")
+    dropped: dict[str, int] = {}
+    for key, n in read["dropped"].items():
+        dropped[key.split(":")[0]] = dropped.get(key.split(":")[0], 0) + n
+    for name in sorted(set(read["converted"]) | set(dropped)):
+        print(f"{name:<16} {read['converted'].get(name, 0):>9} {dropped.get(name, 0):>8} "
+              f"{summary['sensor_counts_in_sets'].get(name, 0):>8}")
+    total = summary["sets"]
+    ok = summary["complete_sets"]
+    print(f"\nsets: {total} ({ok} complete, {summary['partial_sets']} partial, "
+          f"{sync.get('dropped_partial', 0)} partial dropped); sync success "
+          f"{100.0 * ok / max(total + sync.get('dropped_partial', 0), 1):.1f} %")
+    if summary["missing_in_partial_sets"]:
+        print(f"missing in partial sets: {summary['missing_in_partial_sets']}")
+    anomalies: dict[str, Any] = {}
+    for key in ("out_of_order", "late", "duplicates", "clock_jumps", "overflow",
+                "unknown_sensor", "invalid_stamp"):
+        value = sync.get(key)
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if v}
+        if value:
+            anomalies[key] = value
+    if anomalies:
+        print(f"sync anomalies: {anomalies}")
+    if summary["deskewed_clouds"] or summary["deskew_failed"]:
+        print(f"deskewed clouds: {summary['deskewed_clouds']}, failed: "
+              f"{summary['deskew_failed']}")
+    if read["errors"]:
+        print("drops/errors (first ones):\n  " + "\n  ".join(read["errors"][:10]))
+    if read["truncated"]:
+        print("WARNING: the bag is corrupt; replay stopped at the damage (see errors)")
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    if args.offline:
+        if not args.rig:
+            raise MMPerceptionError("--offline needs --rig RIG.yaml (the topic map)")
+        summary = run_offline(Path(args.bag), Path(args.rig),
+                              Path(args.out) if args.out else None)
+        print_offline_summary(summary)
+        if args.out:
+            print(f"\nsummary written to {Path(args.out) / 'replay_summary.json'}")
+        return 1 if summary["read"]["truncated"] else 0
+    from mm_perception.ros.player import BagPlayer, PlayerConfig
+
+    topics: tuple[str, ...] = tuple(args.topics or ())
+    if args.rig and not topics:
+        from mm_perception.core.calibration import Rig
+
+        rig = Rig.from_yaml(args.rig)
+        topics = (*rig.topics(), "/tf", "/tf_static")
+    config = PlayerConfig(rate=args.rate, loop=args.loop, max_loops=args.max_loops,
+                          start_offset_s=args.start, topics=(),
+                          wait_for_subscribers=args.wait_for_subscribers,
+                          wait_timeout_s=args.wait_timeout)
+    if topics:
+        from mm_perception.bag.reader import BagSource
+
+        with BagSource(args.bag) as bag:
+            have = set(bag.topic_types())
+        config = PlayerConfig(**{**config.__dict__, "topics": tuple(t for t in topics
+                                                                    if t in have)})
+    import rclpy
+
+    rclpy.init()
+    try:
+        stats = BagPlayer(args.bag, config).play()
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if rclpy.ok():
+            rclpy.shutdown()
+    print(json.dumps(stats.as_dict(), indent=2))
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "play_stats.json").write_text(json.dumps(stats.as_dict(), indent=2))
+    return 1 if stats.errors else 0
+
+
+# ---------------------------------------------------------------------------- synth-bag
+def cmd_synth_bag(args: argparse.Namespace) -> int:
+    from mm_perception.bag.synthetic import SyntheticConfig, write_synthetic_bag
+    from mm_perception.core.calibration import Rig
+
+    rig = Rig.from_yaml(args.rig)
+    cfg = SyntheticConfig(duration_s=args.duration, seed=args.seed,
+                          lidar_layout=args.lidar_layout, compressed_camera=args.compressed)
+    counts = write_synthetic_bag(args.out, rig, cfg, storage=args.storage)
+    print(f"wrote {sum(counts.values())} messages to {args.out}: {counts}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mm_perception.demo import run_demo
+
+    report = run_demo(Path(args.out), duration_s=args.duration, seed=args.seed)
+    print(f"\ndemo finished: report at {report}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mm-perception",
+                                     description="Multimodal perception stack tools.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="topics, types, counts, rates, span and cloud layouts")
+    p.add_argument("bag", help="rosbag2 directory, .mcap, .db3 or ROS 1 .bag")
+    p.add_argument("--rig", help="rig YAML: also show which sensor each topic feeds")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("replay", help="replay a bag live over DDS, or --offline")
+    p.add_argument("bag")
+    p.add_argument("--rig", help="rig YAML (required with --offline; live: rig topics only)")
+    p.add_argument("--rate", type=float, default=1.0, help="playback rate factor (live)")
+    p.add_argument("--loop", action="store_true", help="loop the bag (live)")
+    p.add_argument("--max-loops", type=int, default=0, help="with --loop: stop after N passes")
+    p.add_argument("--start", type=float, default=0.0, help="skip the first S seconds (live)")
+    p.add_argument("--topics", nargs="*", help="only these topics (live)")
+    p.add_argument("--wait-for-subscribers", type=int, default=0,
+                   help="live: wait until every topic has N subscribers before playing")
+    p.add_argument("--wait-timeout", type=float, default=30.0)
+    p.add_argument("--offline", action="store_true",
+                   help="no DDS: run sync + ego-motion compensation deterministically")
+    p.add_argument("--out", help="write a JSON summary into this folder")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("synth-bag", help="write a small analytic multi-sensor bag")
+    p.add_argument("--rig", required=True)
+    p.add_argument("--out", required=True, help="bag to create (…/name, or name.bag for ros1)")
+    p.add_argument("--duration", type=float, default=3.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--storage", choices=["mcap", "sqlite3", "ros1"], default="mcap")
+    p.add_argument("--lidar-layout", choices=["packed", "padded", "float64"], default="padded")
+    p.add_argument("--compressed", action="store_true", help="CompressedImage (jpeg) camera")
+    p.set_defaults(func=cmd_synth_bag)
+
+    p = sub.add_parser("demo", help="the main job: make a scene bag, replay it, write a report")
+    p.add_argument("--out", default="out/demo")
+    p.add_argument("--duration", type=float, default=4.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except MMPerceptionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""The main job (``make demo``): make a scene bag, replay it through the stack, report.
+
+Steps, each writing into ``OUT``:
+
+1. ``scene/`` — a multi-sensor MCAP bag (camera, LiDAR, radar, odometry, /tf_static) written
+   from the car rig by the analytic scene generator (the MuJoCo simulator replaces it when it
+   lands).
+2. ``info.json`` — what ``mm-perception info`` reports on that bag.
+3. ``replay_summary.json`` — the offline deterministic replay: per-sensor counts, sync success,
+   partial sets, ego-motion compensation.
+4. ``alignment.png`` — one synchronised set: deskewed LiDAR and radar projected into the camera
+   image, and a bird's-eye view; the visible check that time and space alignment hold.
+5. ``report.md`` — the above as a readable report.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from mm_perception.core.types import SensorSet
+
+
+def _alignment_figure(sset: SensorSet, rig: Any, path: Path) -> dict[str, Any]:
+    """Project the set's LiDAR/radar points into its camera and draw a BEV; returns figures."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cam_name, frame = next(iter(sset.cameras.items()))
+    cam_spec = rig.sensors[cam_name]
+    camera = frame.camera
+    if camera is None:  # the reader only emits frames with a camera model
+        raise ValueError(f"camera frame of {cam_name} has no camera model")
+    T_cam_base = cam_spec.extrinsics.inverse()
+    fig, (ax_img, ax_bev) = plt.subplots(1, 2, figsize=(15, 5.5),
+                                         gridspec_kw={"width_ratios": [1.35, 1]})
+    ax_img.imshow(frame.rgb())
+    stats: dict[str, Any] = {"camera": cam_name}
+    for name, cloud in sset.lidars.items():
+        pts_base = rig.sensors[name].extrinsics.apply(cloud.xyz())
+        uv, valid = camera.project(T_cam_base.apply(pts_base), in_image=True)
+        depth = T_cam_base.apply(pts_base)[:, 2]
+        ax_img.scatter(uv[valid, 0], uv[valid, 1], c=depth[valid], s=1.5, cmap="turbo",
+                       vmin=0, vmax=50)
+        ax_bev.scatter(pts_base[:, 0], pts_base[:, 1], s=0.3, c="0.35", label=f"{name} (LiDAR)")
+        stats[f"{name}_points"] = len(cloud)
+        stats[f"{name}_points_in_image"] = int(valid.sum())
+    for name, scan in sset.radars.items():
+        pts_base = rig.sensors[name].extrinsics.apply(scan.xyz)
+        uv, valid = camera.project(T_cam_base.apply(pts_base), in_image=True)
+        ax_img.scatter(uv[valid, 0], uv[valid, 1], s=40, facecolors="none",
+                       edgecolors="magenta", linewidths=1.5)
+        sc = ax_bev.scatter(pts_base[:, 0], pts_base[:, 1], c=scan.doppler, cmap="coolwarm",
+                            s=30, vmin=-15, vmax=15, label=f"{name} (radar, Doppler)")
+        fig.colorbar(sc, ax=ax_bev, label="Doppler m/s (+ away)")
+        stats[f"{name}_points"] = len(scan)
+    ax_img.set_title(f"{cam_name} at {sset.stamp_ns / 1e9:.3f} s: LiDAR (depth) + radar (o)")
+    ax_img.set_axis_off()
+    ax_bev.set_xlim(-10, 60)
+    ax_bev.set_ylim(-25, 25)
+    ax_bev.set_aspect("equal")
+    ax_bev.set_xlabel("x forward (m, base_link)")
+    ax_bev.set_ylabel("y left (m)")
+    ax_bev.set_title("bird's-eye view")
+    ax_bev.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return stats
+
+
+def run_demo(out: Path, duration_s: float = 4.0, seed: int = 0) -> Path:
+    """Run the demo into ``out``; returns the report path."""
+    from mm_perception.bag.offline import OfflineReplay
+    from mm_perception.bag.reader import BagSource
+    from mm_perception.bag.synthetic import SyntheticConfig, write_synthetic_bag
+    from mm_perception.cli import config_dir, print_offline_summary
+    from mm_perception.core.calibration import Rig
+
+    out.mkdir(parents=True, exist_ok=True)
+    rig_path = config_dir() / "rigs" / "car.yaml"
+    rig = Rig.from_yaml(rig_path)
+    bag_path = out / "scene"
+    if bag_path.exists():
+        shutil.rmtree(bag_path)  # our own output from an earlier run
+    print(f"[1/4] writing scene bag {bag_path} (rig {rig_path.name}, {duration_s} s, "
+          f"seed {seed})")
+    counts = write_synthetic_bag(bag_path, rig, SyntheticConfig(duration_s=duration_s,
+                                                                seed=seed))
+    print(f"      {sum(counts.values())} messages on {len(counts)} topics")
+
+    print("[2/4] bag info")
+    with BagSource(bag_path) as bag:
+        topics, read_stats = bag.summary(rig)
+        info: dict[str, Any] = {
+                "storage": bag.storage, "duration_s": (bag.end_ns - bag.start_ns) / 1e9,
+                "topics": [{"topic": t.topic, "type": t.msgtype, "count": t.count,
+                            "rate_hz": t.rate_hz, "rig_sensors": list(t.sensors)}
+                           for t in topics],
+                "cloud_layouts": bag.cloud_layouts(), "errors": read_stats.errors}
+    (out / "info.json").write_text(json.dumps(info, indent=2))
+
+    print("[3/4] offline replay: sync + ego-motion compensation")
+    replay = OfflineReplay(rig)
+    per_sensor: dict[str, int] = {}
+    sets: list[SensorSet] = []
+    with BagSource(bag_path) as bag:
+        for sset in replay.run(bag):
+            sets.append(sset)
+            for name in sset.present:
+                per_sensor[name] = per_sensor.get(name, 0) + 1
+    summary = {"bag": str(bag_path), "rig": str(rig_path), "sensor_counts_in_sets": per_sensor,
+               **replay.summary.as_dict()}
+    (out / "replay_summary.json").write_text(json.dumps(summary, indent=2))
+    print_offline_summary(summary)
+
+    print("[4/4] alignment figure and report")
+    complete = [s for s in sets if s.is_complete]
+    figure_stats: dict[str, Any] = {}
+    if complete:
+        figure_stats = _alignment_figure(complete[len(complete) // 2], replay.rig,
+                                         out / "alignment.png")
+    report = out / "report.md"
+    lines = [
+        "# mm_perception demo report", "",
+        f"Scene bag: `{bag_path}` ({info['storage']}, {info['duration_s']:.2f} s), "
+        f"rig `{rig_path.name}`.", "",
+        "## Topics", "", "| topic | type | count | rate (Hz) | rig sensor |",
+        "|---|---|---|---|---|",
+    ]
+    topic_rows: list[dict[str, Any]] = info["topics"]
+    for t in topic_rows:
+        rate = "-" if t["rate_hz"] is None else f"{t['rate_hz']:.2f}"
+        lines.append(f"| `{t['topic']}` | {t['type']} | {t['count']} | {rate} | "
+                     f"{', '.join(t['rig_sensors']) or '-'} |")
+    sync = summary["sync"]
+    total = summary["sets"] + sync.get("dropped_partial", 0)
+    lines += [
+        "", "## Offline replay", "",
+        f"- synchronised sets: {summary['sets']} ({summary['complete_sets']} complete, "
+        f"{summary['partial_sets']} partial; sync success "
+        f"{100.0 * summary['complete_sets'] / max(total, 1):.1f} %)",
+        f"- LiDAR clouds ego-motion compensated: {summary['deskewed_clouds']}, failed: "
+        f"{summary['deskew_failed']}",
+        f"- sets without an ego state: {summary['sets_without_ego_state']}",
+        f"- dropped messages: {summary['read']['dropped'] or 'none'}",
+        "", "## Alignment", "",
+    ]
+    if figure_stats:
+        lines += ["![alignment](alignment.png)", "",
+                  "Points of one synchronised set, deskewed to the set stamp, projected through "
+                  "the calibrated camera model (with distortion):", ""]
+        lines += [f"- {k}: {v}" for k, v in figure_stats.items()]
+    else:
+        lines.append("No complete set to draw.")
+    report.write_text("\n".join(lines) + "\n")
+    return report
+
+
+__all__ = ["run_demo"]
