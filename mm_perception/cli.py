@@ -176,21 +176,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     topics: tuple[str, ...] = tuple(args.topics or ())
     if args.rig and not topics:
+        # with a rig, play what the rig reads (plus tf), and only what the bag has
+        from mm_perception.bag.reader import BagSource
         from mm_perception.core.calibration import Rig
 
-        rig = Rig.from_yaml(args.rig)
-        topics = (*rig.topics(), "/tf", "/tf_static")
-    config = PlayerConfig(rate=args.rate, loop=args.loop, max_loops=args.max_loops,
-                          start_offset_s=args.start, topics=(),
-                          wait_for_subscribers=args.wait_for_subscribers,
-                          wait_timeout_s=args.wait_timeout)
-    if topics:
-        from mm_perception.bag.reader import BagSource
-
+        wanted = (*Rig.from_yaml(args.rig).topics(), "/tf", "/tf_static")
         with BagSource(args.bag) as bag:
             have = set(bag.topic_types())
-        config = PlayerConfig(**{**config.__dict__, "topics": tuple(t for t in topics
-                                                                    if t in have)})
+        topics = tuple(t for t in wanted if t in have)
+    config = PlayerConfig(rate=args.rate, loop=args.loop, max_loops=args.max_loops,
+                          start_offset_s=args.start, topics=topics,
+                          wait_for_subscribers=args.wait_for_subscribers,
+                          wait_timeout_s=args.wait_timeout)
     import rclpy
 
     rclpy.init()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from mm_perception.bag.offline import OfflineConfig, OfflineReplay
 from mm_perception.bag.reader import BagSource
@@ -202,3 +203,30 @@ def test_bag_that_does_not_match_the_rig(make_bag: Callable[..., Path], tmp_path
     assert main(["replay", str(bag), "--rig", str(other), "--offline"]) == 2
     err = capsys.readouterr().err
     assert "radar_front" in err and "/radar/tracks is not in the bag" in err
+
+
+def test_extrinsics_from_the_bags_tf_static(make_bag: Callable[..., Path], rig_path: Path,
+                                            tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A rig that says `extrinsics: from_tf` gets the bag's /tf_static transforms."""
+    bag = make_bag("mcap")
+    data = yaml.safe_load(rig_path.read_text())
+    for name in ("lidar_top", "radar_front"):
+        data["sensors"][name]["extrinsics"] = "from_tf"
+    tf_rig = tmp_path / "tf_rig.yaml"
+    tf_rig.write_text(yaml.safe_dump(data))
+    original = Rig.from_yaml(rig_path)
+    with BagSource(bag) as src:
+        resolved = src.resolve_rig(Rig.from_yaml(tf_rig))
+    assert resolved.unresolved_extrinsics() == []
+    for name in ("lidar_top", "radar_front"):
+        got, want = resolved.sensors[name].extrinsics, original.sensors[name].extrinsics
+        assert got is not None and want is not None and got.almost_equal(want, atol=1e-9)
+    assert main(["replay", str(bag), "--rig", str(tf_rig), "--offline"]) == 0
+    capsys.readouterr()
+
+    data["sensors"]["lidar_top"]["frame_id"] = "lidar_rear"  # not in the bag's tf tree
+    tf_rig.write_text(yaml.safe_dump(data))
+    assert main(["replay", str(bag), "--rig", str(tf_rig), "--offline"]) == 2
+    err = capsys.readouterr().err
+    assert "lidar_top" in err and "base_link -> lidar_rear" in err
