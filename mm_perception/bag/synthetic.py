@@ -139,22 +139,40 @@ class SyntheticScene:
                                       round(t_s * 1e6)])
 
     def _make_objects(self, rng: np.random.Generator) -> list[SceneObject]:
+        """Objects on a three-lane road (right-hand traffic): the ego lane (y = 0) and the
+        lane to its right carry traffic in the ego's direction, the left lane (y = 3.5 m)
+        oncoming traffic; pedestrians cross. Vehicles in the ego lane are at least as fast as
+        the ego, and no two objects overlap at the start (rejection sampling, 2 m apart)."""
         labels = list(CLASS_SIZES)
-        objs = []
+        objs: list[SceneObject] = []
+        ego_speed = self.config.ego_speed_mps
         for i in range(self.config.num_objects):
             label = labels[i % len(labels)]
-            size = np.array(CLASS_SIZES[label]) * rng.uniform(0.9, 1.1, 3)
-            lane = rng.choice([-3.5, 0.0, 3.5])
-            x0 = rng.uniform(10.0, 45.0)
-            if label == "pedestrian":  # crossing the road
-                center = np.array([x0, rng.uniform(-6, 6), size[2] / 2])
-                vel = np.array([0.0, rng.choice([-1.0, 1.0]) * rng.uniform(0.8, 1.6), 0.0])
-                yaw = float(np.sign(vel[1]) * np.pi / 2)
+            for _attempt in range(100):
+                size = np.array(CLASS_SIZES[label]) * rng.uniform(0.9, 1.1, 3)
+                x0 = rng.uniform(10.0, 50.0)
+                if label == "pedestrian":  # crossing the road
+                    center = np.array([x0, rng.uniform(-6, 6), size[2] / 2])
+                    vel = np.array([0.0, rng.choice([-1.0, 1.0]) * rng.uniform(0.8, 1.6), 0.0])
+                    yaw = float(np.sign(vel[1]) * np.pi / 2)
+                else:
+                    lane = float(rng.choice([-3.5, 0.0, 3.5]))
+                    center = np.array([x0, lane, size[2] / 2])
+                    if lane > 0:  # oncoming
+                        speed = -rng.uniform(4.0, 12.0)
+                    elif lane == 0:  # ahead of the ego: never closing in on it
+                        speed = ego_speed + rng.uniform(0.0, 3.0)
+                    else:
+                        speed = rng.uniform(2.0, 10.0)
+                    vel = np.array([speed, 0.0, 0.0])
+                    yaw = 0.0 if speed >= 0 else np.pi
+                radius = float(np.hypot(size[0], size[1]) / 2)
+                if all(np.hypot(*(center[:2] - o.center0[:2]))
+                       > radius + np.hypot(o.size[0], o.size[1]) / 2 + 2.0 for o in objs):
+                    break
             else:
-                center = np.array([x0, lane, size[2] / 2])
-                speed = rng.uniform(2.0, 9.0) * (1 if lane >= 0 else -1)
-                vel = np.array([speed, 0.0, 0.0])
-                yaw = 0.0 if speed >= 0 else np.pi
+                raise ConfigError(f"cannot place {self.config.num_objects} objects without "
+                                  f"overlap; use fewer (SyntheticConfig.num_objects)")
             if not self.config.moving_objects:
                 vel = np.zeros(3)
             objs.append(SceneObject(label, center, size, yaw, vel))
