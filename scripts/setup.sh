@@ -51,7 +51,21 @@ install_debian_packages() {
 
 # ---------------------------------------------------------------- 2. interpreter + venv
 find_python() {
+    # Without ROS: CPython 3.11, because the ROS 2 wheels are cp311 builds.
+    # With a sourced ROS 2: the interpreter that distro was built for (python3 on PATH,
+    # 3.10 for Humble, 3.12 for Jazzy...), since its rclpy is a compiled extension.
     local cand
+    if [ -n "${ROS_DISTRO:-}" ]; then
+        for cand in "${MM_PYTHON:-}" python3; do
+            [ -n "$cand" ] || continue
+            if command -v "$cand" >/dev/null 2>&1 \
+                && "$cand" -c "import sys; sys.exit(sys.version_info < (3, 10))" 2>/dev/null; then
+                command -v "$cand"
+                return
+            fi
+        done
+        die "ROS_DISTRO=$ROS_DISTRO is set but no python3 >= 3.10 is on PATH"
+    fi
     for cand in "${MM_PYTHON:-}" "python${PY_VERSION}" python3; do
         [ -n "$cand" ] || continue
         if command -v "$cand" >/dev/null 2>&1 \
@@ -110,6 +124,10 @@ main() {
 
     local py
     py="$(find_python)"
+    if [ -x "$VENV/bin/python" ] && [ -n "${ROS_DISTRO:-}" ] \
+        && ! grep -q "include-system-site-packages = true" "$VENV/pyvenv.cfg" 2>/dev/null; then
+        die "$VENV was made without the system ROS 2 ($ROS_DISTRO) visible; remove it (rm -rf $VENV) and run again"
+    fi
     if [ ! -x "$VENV/bin/python" ]; then
         say "creating $VENV with $py"
         if [ -n "${ROS_DISTRO:-}" ]; then
