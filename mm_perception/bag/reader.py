@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -206,9 +206,10 @@ class BagSource:
         return {c.topic: normalise_type(c.msgtype) for c in self._reader.connections}
 
     def summary(self, rig: Rig | None = None) -> tuple[list[TopicSummary], ReadStats]:
-        """Per-topic counts and header-stamp-free time span from one pass over the index.
+        """Per-topic counts, first/last receive times and rates, from one pass over the bag.
 
-        Counts come from the bag's index (fast); first/last times are receive times.
+        Nothing is deserialised; times are the bag's receive (log) times. A corrupt bag ends
+        the pass with the error in the returned stats (``truncated`` set).
         """
         stats = ReadStats()
         first: dict[str, int] = {}
@@ -319,29 +320,56 @@ class BagSource:
                      errors: list[str] | None = None) -> Iterator[tuple[str, int, bytes]]:
         """``(topic, receive time ns, CDR bytes)`` in receive-time order.
 
-        ROS 1 messages are converted to CDR, so the bytes can be published on ROS 2 as they
-        are. A corrupt bag ends the iteration with the error appended to ``errors``.
+        ROS 1 messages are migrated to their ROS 2 definitions (``Header.seq`` dropped,
+        ``CameraInfo.K`` -> ``k``...) and serialised as CDR with rosbags' converter, so the
+        bytes can be published on ROS 2 as they are. A message that cannot be migrated is
+        skipped with its error appended to ``errors``; a corrupt bag ends the iteration.
         """
         conns = [c for c in self._reader.connections if c.topic in set(topics)]
         if not conns:
             return
+        migrate = self._ros1_migrator() if self.is_ros1 else None
         iterator = self._reader.messages(connections=conns, start=start_ns)
         count = 0
         while True:
             try:
                 conn, log_time, raw = next(iterator)
-                data = (bytes(self._reader.typestore.ros1_to_cdr(raw, conn.msgtype))
-                        if self.is_ros1 else bytes(raw))
             except StopIteration:
                 return
             except Exception as exc:  # corrupt chunk / bad ROS 1 record
-                msg = (f"bag is corrupt after {count} messages: {type(exc).__name__}: {exc}")
+                msg = f"bag is corrupt after {count} messages: {type(exc).__name__}: {exc}"
                 LOG.error(msg)
                 if errors is not None:
                     errors.append(msg)
                 return
             count += 1
+            if migrate is None:
+                yield conn.topic, int(log_time), bytes(raw)
+                continue
+            try:
+                data = migrate(raw, conn.msgtype)
+            except Exception as exc:  # no ROS 2 definition of a custom ROS 1 type, ...
+                msg = (f"{conn.topic}: cannot convert ROS 1 {conn.msgtype} to ROS 2: "
+                       f"{type(exc).__name__}: {exc}")
+                LOG.warning(msg)
+                if errors is not None and len(errors) < MAX_ERRORS_KEPT:
+                    errors.append(msg)
+                continue
             yield conn.topic, int(log_time), data
+
+    def _ros1_migrator(self) -> Callable[[Any, str], bytes]:
+        from rosbags.convert.converter import migrate_bytes
+        from rosbags.typesys import Stores, get_typestore
+
+        target = get_typestore(Stores.ROS2_KILTED)
+        cache: dict[str, object] = {}
+        source = self._reader.typestore
+
+        def migrate(raw: Any, msgtype: str) -> bytes:
+            return bytes(migrate_bytes(source, target, msgtype, msgtype, cache, raw,
+                                       src_is2=False, dst_is2=True))
+
+        return migrate
 
     def sensor_messages(self, rig: Rig, stats: ReadStats | None = None,
                         remove_nans: bool = True) -> Iterator[SensorMessage]:

@@ -287,6 +287,9 @@ class EgoState:
 class SensorSet:
     """Time-synchronised measurements of all rig sensors around one reference stamp.
 
+    Every measurement's ``stamp_ns`` is on the common clock (the rig's per-sensor time
+    offset already applied), like ``stamp_ns`` itself.
+
     Attributes:
         stamp_ns: reference stamp (the reference sensor's stamp after its time offset), ns.
         cameras / lidars / radars: rig sensor name -> measurement, only sensors present.

@@ -103,7 +103,9 @@ def camera_model_from_camera_info(msg: Any) -> CameraModel:
     try:
         width, height = int(msg.width), int(msg.height)
         model_name = str(msg.distortion_model).strip()
-        k_raw, d_raw = msg.k, msg.d
+        # ROS 2 names the arrays k/d; ROS 1 (a ROS 1 bag read through rosbags) K/D
+        k_raw = msg.k if hasattr(msg, "k") else msg.K
+        d_raw = msg.d if hasattr(msg, "d") else msg.D
     except AttributeError as exc:
         raise ConversionError(f"not a CameraInfo message ({type(msg).__name__}): {exc}") from exc
     k = _floats(k_raw, "k")

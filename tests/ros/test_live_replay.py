@@ -45,11 +45,14 @@ def _expected(bag: Path) -> tuple[dict[str, list[int]], dict[str, str], int]:
         return dict(stamps), types, src.end_ns
 
 
-def test_replay_over_fast_dds_into_another_process(tmp_path: Path, ros_context: Any,
-                                                   domain_id: int) -> None:
-    bag = tmp_path / "bag"
+@pytest.mark.parametrize("storage", ["mcap", "ros1"])
+def test_replay_over_fast_dds_into_another_process(storage: str, tmp_path: Path,
+                                                   ros_context: Any, domain_id: int) -> None:
+    """ROS 1 bags are converted to CDR on the fly (Header.seq dropped) and arrive the same."""
+    bag = tmp_path / ("bag.bag" if storage == "ros1" else "bag")
     write_synthetic_bag(bag, Rig.from_yaml(REPO / "config" / "rigs" / "car.yaml"),
-                        SyntheticConfig(duration_s=1.0, lidar_columns=360))
+                        SyntheticConfig(duration_s=1.0, lidar_columns=360),
+                        storage=storage)  # type: ignore[arg-type]
     expected, types, end_ns = _expected(bag)
 
     node = rclpy.create_node(

@@ -194,3 +194,23 @@ def test_rclpy_message_if_available() -> None:
     cam = camera_model_from_camera_info(msg)
     assert cam == CameraModel(640, 480, 400.0, 401.0, 320.0, 240.0, "equidistant",
                               (0.1, 0.01, 0.001, 0.0001))
+
+
+def test_ros1_camera_info_with_uppercase_arrays() -> None:
+    """ROS 1 CameraInfo (from a ROS 1 bag) names its arrays D, K, R, P."""
+    ts = get_typestore(Stores.ROS1_NOETIC)
+    types = ts.types
+    header = types["std_msgs/msg/Header"](seq=3, stamp=types["builtin_interfaces/msg/Time"](
+        sec=1, nanosec=2), frame_id="cam")
+    roi = types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
+                                                    do_rectify=False)
+    msg = types["sensor_msgs/msg/CameraInfo"](
+        header=header, height=480, width=640, distortion_model="plumb_bob",
+        D=np.array([0.1, -0.05, 0.001, 0.002, 0.0]),
+        K=np.array([500.0, 0, 320, 0, 510.0, 240, 0, 0, 1]), R=np.eye(3).ravel(),
+        P=np.array([500.0, 0, 320, 0, 0, 510.0, 240, 0, 0, 0, 1, 0]), binning_x=0,
+        binning_y=0, roi=roi)
+    raw = ts.serialize_ros1(msg, "sensor_msgs/msg/CameraInfo")
+    model = camera_model_from_camera_info(ts.deserialize_ros1(raw, "sensor_msgs/msg/CameraInfo"))
+    assert (model.fx, model.fy, model.cx, model.cy) == (500.0, 510.0, 320.0, 240.0)
+    assert model.distortion_model == "plumb_bob" and model.D[0] == pytest.approx(0.1)
