@@ -88,8 +88,9 @@ import numpy.typing as npt
 import yaml
 
 from mm_perception.core.camera import DISTORTION_MODELS, CameraModel
-from mm_perception.core.errors import ConfigError, ConversionError
+from mm_perception.core.errors import ConfigError, ConversionError, KeyedConfigError
 from mm_perception.core.geometry import SE3
+from mm_perception.core.sensor_models import SensorModel, default_sensor_model, parse_sensor_model
 from mm_perception.core.types import SensorKind
 
 I64 = npt.NDArray[np.int64]
@@ -111,7 +112,8 @@ REQUIRED_FIELDS: Mapping[SensorKind, tuple[str, ...]] = MappingProxyType({
 })
 _DEFAULT_LIDAR_FIELDS = {"x": "x", "y": "y", "z": "z"}
 
-_COMMON_KEYS = ("type", "topic", "frame_id", "extrinsics", "time_offset_s", "required")
+_COMMON_KEYS = ("type", "topic", "frame_id", "extrinsics", "time_offset_s", "required",
+                "model")
 _SENSOR_KEYS: Mapping[SensorKind, tuple[str, ...]] = MappingProxyType({
     SensorKind.CAMERA: (*_COMMON_KEYS, "camera_info_topic", "intrinsics"),
     SensorKind.LIDAR: (*_COMMON_KEYS, "fields", "point_time"),
@@ -131,13 +133,8 @@ _FRAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$")
 _QUATERNION_NORM_TOL = 1e-2
 
 
-class _KeyedError(ConfigError):
-    """A ConfigError about one key path; :meth:`Rig.from_dict` prefixes the source."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}")
-        self.key = key
-        self.problem = problem
+#: a ConfigError about one key path; :meth:`Rig.from_dict` prefixes the source
+_KeyedError = KeyedConfigError
 
 
 def _show(value: Any) -> str:
@@ -281,6 +278,9 @@ class SensorSpec:
         fields: lidar/radar: canonical name -> PointCloud2 field name (lidar default
             ``{x: x, y: y, z: z}``); empty for camera/odometry.
         point_time: lidar/radar: per-point time, or None.
+        model: timing and measurement model (rates, beam pattern, noise; see
+            :mod:`mm_perception.core.sensor_models`); None = the kind's defaults, see
+            :attr:`sensor_model`.
 
     Equality is identity (``eq=False``): compare :meth:`Rig.to_dict` outputs instead.
 
@@ -301,6 +301,12 @@ class SensorSpec:
     intrinsics: CameraModel | None = None
     fields: Mapping[str, str] = field(default_factory=dict)
     point_time: PointTimeSpec | None = None
+    model: SensorModel | None = None
+
+    @property
+    def sensor_model(self) -> SensorModel:
+        """The sensor's model, or its kind's default model when the rig gives none."""
+        return self.model if self.model is not None else default_sensor_model(self.kind)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
@@ -434,6 +440,8 @@ class SensorSpec:
             if self.point_time is not None:
                 out["point_time"] = {"field": self.point_time.field, "unit": self.point_time.unit,
                                      "reference": self.point_time.reference}
+        if self.model is not None:
+            out["model"] = self.model.to_dict()
         return out
 
 
@@ -608,12 +616,13 @@ def _parse_sensor(name: Any, value: Any) -> SensorSpec:
                                  "doppler)")
     point_time = (_parse_point_time(m["point_time"], f"{where}.point_time")
                   if "point_time" in m else None)
+    model = parse_sensor_model(kind, m["model"], f"{where}.model") if "model" in m else None
     return SensorSpec(
         name=name, kind=kind, topic=m["topic"], frame_id=m.get("frame_id", ""),
         extrinsics=extrinsics, extrinsics_from_tf=from_tf,
         time_offset_ns=round(offset_s * 1e9), required=m.get("required", True),
         camera_info_topic=m.get("camera_info_topic"), intrinsics=intrinsics,
-        fields=fields, point_time=point_time)
+        fields=fields, point_time=point_time, model=model)
 
 
 # ---------------------------------------------------------------------------- YAML

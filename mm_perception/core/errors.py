@@ -19,3 +19,13 @@ class EgoMotionError(MMPerceptionError, ValueError):
 
 class BagError(MMPerceptionError):
     """A bag cannot be opened or read (missing, corrupt, unsupported storage)."""
+
+
+class KeyedConfigError(ConfigError):
+    """A ConfigError about one key path of a configuration file (``sensors.lidar.model``);
+    loaders prefix it with the file name."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem

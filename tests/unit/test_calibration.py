@@ -95,7 +95,8 @@ def test_car_rig_loads() -> None:
     kinds = [s.kind for s in rig.sensors.values()]
     assert kinds == [SensorKind.CAMERA, SensorKind.LIDAR, SensorKind.RADAR, SensorKind.ODOMETRY]
     cam = rig["cam_front"]
-    assert cam.intrinsics is None and cam.camera_info_topic == "/sensors/camera/front/camera_info"
+    assert cam.intrinsics is not None and cam.intrinsics.width == 640
+    assert cam.camera_info_topic == "/sensors/camera/front/camera_info"
     assert cam.extrinsics is not None
     # rpy_deg [-90, 0, -90] is the optical frame: z forward, x right, y down in base_link
     np.testing.assert_allclose(cam.extrinsics.rotate([0, 0, 1]), [1, 0, 0], atol=1e-12)
