@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from mm_perception.bag.cloud_layout import LAYOUTS as LIDAR_LAYOUTS
+from mm_perception.bag.cloud_layout import rig_cloud_array
 from mm_perception.bag.writer import BagWriter, Ros2Storage, Storage, convert_to_ros1
 from mm_perception.core.calibration import Rig, SensorSpec
 from mm_perception.core.camera import CameraModel
@@ -44,7 +46,6 @@ CLASS_COLOURS = {"car": (200, 30, 30), "truck": (30, 60, 200), "pedestrian": (24
 #: typical sizes (length, width, height) in metres
 CLASS_SIZES = {"car": (4.5, 1.9, 1.6), "truck": (8.0, 2.5, 3.2), "pedestrian": (0.6, 0.6, 1.75),
                "cyclist": (1.8, 0.6, 1.7)}
-LIDAR_LAYOUTS = ("packed", "padded", "float64")
 #: default camera used when the rig takes intrinsics from CameraInfo (the bag must carry one)
 DEFAULT_CAMERA = CameraModel(width=640, height=480, fx=500.0, fy=500.0, cx=320.0, cy=240.0,
                              distortion_model="plumb_bob", D=(-0.05, 0.01, 0.0005, -0.0003, 0.0))
@@ -384,66 +385,6 @@ class SyntheticScene:
         return out
 
 
-def _lidar_array(spec: SensorSpec, layout: str, xyz: npt.NDArray[np.float64],
-                 intensity: npt.NDArray[np.float64], dt_s: npt.NDArray[np.float64],
-                 ring: npt.NDArray[np.int64]) -> np.ndarray:
-    """Structured array in the message layout the rig describes (field names from the rig)."""
-    names = dict(spec.fields)
-    coord = np.float64 if layout == "float64" else np.float32
-    fields: list[tuple[str, Any, int]] = []  # (name, dtype, offset)
-    off = 0
-    for canon in ("x", "y", "z"):
-        fields.append((names[canon], coord, off))
-        off += np.dtype(coord).itemsize
-    if layout == "padded":
-        off += 4  # driver-style gap after xyz (e.g. 16-byte SIMD alignment)
-    if "intensity" in names:
-        fields.append((names["intensity"], np.float32, off))
-        off += 4
-    time_spec = spec.point_time
-    time_values: np.ndarray | None = None
-    if time_spec is not None:
-        scale = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[time_spec.unit]
-        if time_spec.reference != "relative":
-            raise ConfigError(f"synthetic bags write relative point times; rig sensor "
-                              f"{spec.name!r} asks for {time_spec.reference!r}")
-        if time_spec.unit == "s":
-            tdt: Any = np.float32
-            time_values = dt_s.astype(np.float32)
-        else:
-            tdt = np.uint32
-            time_values = np.round(dt_s * scale).astype(np.uint32)
-        fields.append((time_spec.field, tdt, off))
-        off += np.dtype(tdt).itemsize
-    fields.append(("ring", np.uint16, off))
-    off += 2
-    itemsize = 32 if layout == "padded" and off <= 32 else off
-    dtype = np.dtype({"names": [f[0] for f in fields], "formats": [f[1] for f in fields],
-                      "offsets": [f[2] for f in fields], "itemsize": itemsize})
-    arr = np.zeros(xyz.shape[0], dtype=dtype)
-    for i, canon in enumerate(("x", "y", "z")):
-        arr[names[canon]] = xyz[:, i]
-    if "intensity" in names:
-        arr[names["intensity"]] = intensity
-    if time_spec is not None and time_values is not None:
-        arr[time_spec.field] = time_values
-    arr["ring"] = ring
-    return arr
-
-
-def _radar_array(spec: SensorSpec, xyz: npt.NDArray[np.float64],
-                 doppler: npt.NDArray[np.float64], rcs: npt.NDArray[np.float64]) -> np.ndarray:
-    names = dict(spec.fields)
-    cols = [(names["x"], xyz[:, 0]), (names["y"], xyz[:, 1]), (names["z"], xyz[:, 2]),
-            (names["doppler"], doppler)]
-    if "rcs" in names:
-        cols.append((names["rcs"], rcs))
-    arr = np.zeros(xyz.shape[0], dtype=[(n, np.float32) for n, _ in cols])
-    for name, values in cols:
-        arr[name] = values
-    return arr
-
-
 def _ticks(rate_hz: float, duration_s: float, phase_s: float) -> Iterator[float]:
     n = int(np.floor((duration_s - phase_s) * rate_hz)) + 1
     for i in range(max(n, 0)):
@@ -501,14 +442,18 @@ def write_synthetic_bag(path: str | Path, rig: Rig, config: SyntheticConfig | No
             period = 1.0 / cfg.lidar_hz
             for t in _ticks(cfg.lidar_hz, cfg.duration_s - period, 0.0):
                 xyz, inten, dt, ring = scene.lidar_sweep(spec, t)
-                arr = _lidar_array(spec, cfg.lidar_layout, xyz, inten, dt, ring)
+                arr = rig_cloud_array(
+                    spec, {"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2], "intensity": inten,
+                           "ring": ring}, np.round(dt * 1e9).astype(np.int64), stamp(t),
+                    cfg.lidar_layout)
                 msg = conv.array_to_pointcloud2(arr, stamp(t), spec.frame_id, factory)
                 emit(stamp(t + period) + 5_000_000, spec.topic, msg)  # sent after the sweep
         elif spec.kind is SensorKind.RADAR:
             for t in _ticks(cfg.radar_hz, cfg.duration_s, 0.013):
                 xyz, dop, rcs = scene.radar_scan(spec, t)
-                msg = conv.array_to_pointcloud2(_radar_array(spec, xyz, dop, rcs), stamp(t),
-                                                spec.frame_id, factory)
+                arr = rig_cloud_array(spec, {"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2],
+                                             "doppler": dop, "rcs": rcs})
+                msg = conv.array_to_pointcloud2(arr, stamp(t), spec.frame_id, factory)
                 emit(stamp(t) + 8_000_000, spec.topic, msg)
         elif spec.kind is SensorKind.CAMERA:
             camera = spec.intrinsics or DEFAULT_CAMERA

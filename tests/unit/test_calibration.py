@@ -102,7 +102,7 @@ def test_car_rig_loads() -> None:
     np.testing.assert_allclose(cam.extrinsics.rotate([0, 0, 1]), [1, 0, 0], atol=1e-12)
     np.testing.assert_allclose(cam.extrinsics.rotate([1, 0, 0]), [0, -1, 0], atol=1e-12)
     np.testing.assert_allclose(cam.extrinsics.rotate([0, 1, 0]), [0, 0, -1], atol=1e-12)
-    np.testing.assert_allclose(cam.extrinsics.translation, [1.5, 0.0, 1.6])
+    np.testing.assert_allclose(cam.extrinsics.translation, [0.6, 0.0, 1.45])
     radar = rig["radar_front"]
     assert radar.time_offset_ns == -2_000_000 and radar.required is False
     assert dict(radar.fields)["doppler"] == "vrad"
