@@ -223,13 +223,20 @@ def cmd_sim(args: argparse.Namespace) -> int:
     from mm_perception.core.calibration import Rig
     from mm_perception.sim.library import load_scenario
 
+    if getattr(args, "list", False):
+        from mm_perception.sim.library import SCENARIOS
+
+        for name, make in SCENARIOS.items():
+            scenario = make(0)
+            print(f"{name:<14} {len(scenario.agents):>3} agents  {scenario.description}")
+        return 0
     rig = Rig.from_yaml(args.rig)
     if getattr(args, "sim_command", None) == "dataset":
         return _sim_dataset(args, rig)
     if not args.scenario or not args.out:
         raise MMPerceptionError("sim needs --scenario NAME|FILE and --out BAG "
                                 "(or: mm-perception sim dataset --scenes N --out DIR)")
-    scenario = load_scenario(args.scenario, args.seed)
+    scenario = load_scenario(args.scenario, args.seed, args.platform)
     summary = _record_with_progress(scenario, rig, args.duration, Path(args.out),
                                     f"{scenario.name} seed {args.seed}")
     print(json.dumps(summary.as_dict(), indent=2))
@@ -263,7 +270,7 @@ def _sim_dataset(args: argparse.Namespace, rig: Any) -> int:
     for i in tqdm(range(args.scenes), desc="scenes", unit="scene"):
         name = names[i % len(names)]
         seed = args.seed + i
-        scenario = load_scenario(name, seed)
+        scenario = load_scenario(name, seed, args.platform)
         bag = out / f"scene_{i:04d}_{scenario.name}_s{seed}"
         summary = _record_with_progress(scenario, rig, args.duration, bag,
                                         f"scene {i} ({scenario.name})")
@@ -334,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=10.0, help="simulated seconds")
     p.add_argument("--rig", default=str(_default_rig()), help="rig YAML")
     p.add_argument("--out", help="bag directory to create")
+    p.add_argument("--list", action="store_true", help="list the library scenarios")
+    p.add_argument("--platform", choices=["vehicle", "robot"], default="vehicle",
+                   help="for --scenario random: vehicle scenes (car rig) or robot scenes")
     p.set_defaults(func=cmd_sim)
     sim_sub = p.add_subparsers(dest="sim_command")
     d = sim_sub.add_parser("dataset", help="many scenes for training")
@@ -343,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--duration", type=float, default=10.0)
     d.add_argument("--rig", default=str(_default_rig()))
     d.add_argument("--out", required=True, help="folder for the scene bags")
+    d.add_argument("--platform", choices=["vehicle", "robot"], default="vehicle",
+                   help="random scenes for this platform (match the rig)")
 
     p = sub.add_parser("demo", help="the main job: make a scene bag, replay it, write a report")
     p.add_argument("--out", default="out/demo")

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.floating[Any]]
+_EYE3 = np.eye(3)
 
 
 def _as_f64(values: Any, shape: tuple[int, ...], name: str) -> npt.NDArray[np.float64]:
@@ -157,7 +158,9 @@ class SE3:
     def __post_init__(self) -> None:
         rot = _as_f64(self.rotation, (3, 3), "rotation")
         trans = _as_f64(self.translation, (3,), "translation")
-        if not np.allclose(rot @ rot.T, np.eye(3), atol=1e-6) or np.linalg.det(rot) < 0:
+        # cheap proper-rotation test (SE3 is built in hot loops): orthonormal and det = +1
+        if (float(np.abs(rot @ rot.T - _EYE3).max()) > 1e-6
+                or float(np.dot(np.cross(rot[0], rot[1]), rot[2])) < 0):
             raise ValueError(f"rotation is not a proper rotation matrix: {rot.tolist()}")
         rot.setflags(write=False)
         trans.setflags(write=False)

@@ -338,12 +338,23 @@ def _random_warehouse(r: np.random.Generator) -> Spec:
             "agents": agents}
 
 
-def random_scenario(seed: int) -> Scenario:
+def random_scenario(seed: int, platform: str | None = None) -> Scenario:
     """A random layout (road, junction, parking lot or warehouse) with a random cast, all
-    drawn from ``seed``. Agents that would overlap at the start are dropped."""
+    drawn from ``seed``. Agents that would overlap at the start are dropped.
+
+    Args:
+        seed: decides everything.
+        platform: ``vehicle`` (road, junction or parking lot), ``robot`` (warehouse) or None
+            (any of the four), so a dataset made for one rig only gets scenes it fits.
+    """
     r = _jitter(seed, 9)
-    maker = [_random_road, _random_junction, _random_parking, _random_warehouse][
-        int(r.integers(4))]
+    makers = {None: [_random_road, _random_junction, _random_parking, _random_warehouse],
+              "vehicle": [_random_road, _random_junction, _random_parking],
+              "robot": [_random_warehouse]}
+    if platform not in makers:
+        raise ConfigError(f"platform must be vehicle or robot, got {platform!r}")
+    choices = makers[platform]
+    maker = choices[int(r.integers(len(choices)))]
     data: Spec = {"description": f"random scene, seed {seed}", "duration_s": 20.0,
                   "lighting": "random", **maker(r)}
     for _ in range(len(data["agents"]) + 1):
@@ -369,12 +380,13 @@ SCENARIOS: Mapping[str, Callable[[int], Scenario]] = MappingProxyType({
 })
 
 
-def load_scenario(name_or_path: str, seed: int) -> Scenario:
+def load_scenario(name_or_path: str, seed: int, platform: str | None = None) -> Scenario:
     """A library scenario by name, or a scenario YAML file by path.
 
     Args:
         name_or_path: a key of :data:`SCENARIOS` or a path to a ``.yaml`` / ``.yml`` file.
         seed: the seed (overrides a file's own ``seed``).
+        platform: for ``random`` only: restrict to ``vehicle`` or ``robot`` scenes.
 
     Raises:
         ConfigError: unknown name (the message lists the names), bad seed, or any error of
@@ -382,6 +394,8 @@ def load_scenario(name_or_path: str, seed: int) -> Scenario:
     """
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+    if name_or_path == "random":
+        return random_scenario(int(seed), platform)
     if name_or_path in SCENARIOS:
         return SCENARIOS[name_or_path](int(seed))
     if name_or_path.endswith((".yaml", ".yml")) or os.path.sep in name_or_path \

@@ -279,11 +279,12 @@ class Simulator:
         collisions: set[int] = set()
         went_off_road = False
         issued = self._t  # trajectory times are relative to when the command is given
+        if command is None:  # the autopilot decides at the control rate, like a planner
+            command = self._autopilot.command(self._ego, self._traffic, self._t / NS)
         for _ in range(cfg.control_period_ns // cfg.physics_dt_ns):
             t0, t1 = self._t, self._t + cfg.physics_dt_ns
             ego0, agents0 = self._ego, self._agents
-            cmd = command if command is not None else self._autopilot.command(
-                ego0, self._traffic, t0 / NS)
+            cmd: EgoCommand | TrajectoryCommand = command
             if isinstance(cmd, TrajectoryCommand):
                 cmd = self._dynamics.track(ego0, cmd, (t0 - issued) / NS)
             ego1 = self._dynamics.step(ego0, cmd, cfg.physics_dt_ns / NS)
@@ -462,8 +463,14 @@ class Simulator:
     def _safety(self, ego: ActorState, agents: Sequence[ActorState]) -> tuple[set[int], bool]:
         assert self.scenario is not None
         ego_fp = footprint(ego, self.scenario.ego.model)
-        hit = {a.actor_id for a in agents
-               if boxes_overlap(ego_fp, footprint(a, self._models[a.actor_id]))}
+        ego_r = float(np.hypot(*self.scenario.ego.model.size[:2])) / 2
+        hit = set()
+        for a in agents:  # bounding circles first: the exact test only for near agents
+            model = self._models[a.actor_id]
+            if math.hypot(a.x - ego.x, a.y - ego.y) > ego_r + float(np.hypot(*model.size[:2])) / 2:
+                continue
+            if boxes_overlap(ego_fp, footprint(a, model)):
+                hit.add(a.actor_id)
         return hit, off_road(ego, self.scenario.ego.model, self.scenario.layout)
 
 
@@ -489,7 +496,8 @@ def _visibility(instance: np.ndarray | None, agents: Sequence[ActorState], model
         ids, counts = np.unique(instance[instance > 0], return_counts=True)
     visible = {} if ids is None or counts is None else {
         int(i): int(c) for i, c in zip(ids, counts, strict=True)}
-    mask = np.zeros((camera.height, camera.width), dtype=np.uint8)
+    image = np.array([[0, 0], [camera.width, 0], [camera.width, camera.height],
+                      [0, camera.height]], dtype=np.float32)
     for agent in agents:
         model = models[agent.actor_id]
         box = object_truth(agent, model, SE3()).box_world
@@ -498,11 +506,10 @@ def _visibility(instance: np.ndarray | None, agents: Sequence[ActorState], model
         if np.all(corners_cam[:, 2] > 0.1):
             uv, valid = camera.project(corners_cam)
             if np.all(valid):
-                mask[:] = 0
-                # clip far-off corners (a box close to the image plane) so int32 holds them
-                pix = np.clip(np.round(uv), -100_000, 100_000).astype(np.int32)
-                cv2.fillConvexPoly(mask, cv2.convexHull(pix), 1)
-                projected = int(mask.sum())
+                # area of the projected box's hull inside the image, in pixels
+                hull = cv2.convexHull(np.clip(uv, -1e5, 1e5).astype(np.float32))
+                area, _ = cv2.intersectConvexConvex(hull, image)
+                projected = round(float(area))
         out[agent.actor_id] = {"visible_pixels": visible.get(agent.actor_id, 0),
                                "projected_pixels": projected}
     return out

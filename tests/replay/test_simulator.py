@@ -233,3 +233,19 @@ def test_sim_cli_writes_a_bag_info_and_replay_read(tmp_path: Path,
     assert summary["sets"] >= 4 and summary["read"]["dropped"] == {}
     truth = load_ground_truth(bag)
     assert {f.sensor for f in truth} == {"cam_front", "lidar_top", "radar_front"}
+
+
+def test_sim_dataset_writes_scenes_for_the_rig_platform(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str],
+                                                        ) -> None:
+    out = tmp_path / "ds"
+    assert main(["sim", "dataset", "--scenes", "3", "--duration", "0.3", "--seed", "10",
+                 "--rig", str(CAR), "--out", str(out)]) == 0
+    capsys.readouterr()
+    index = json.loads((out / "dataset.json").read_text())
+    assert len(index["scenes"]) == 3
+    for scene in index["scenes"]:
+        assert Path(scene["bag"]).is_dir() and scene["ground_truth_records"] > 0
+        assert load_scenario("random", scene["seed"], "vehicle").ego.platform == "vehicle"
+    with pytest.raises(ConfigError, match="platform"):
+        load_scenario("random", 1, "boat")
