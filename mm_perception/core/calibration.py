@@ -85,13 +85,13 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import yaml
 
 from mm_perception.core.camera import DISTORTION_MODELS, CameraModel
 from mm_perception.core.errors import ConfigError, ConversionError, KeyedConfigError
 from mm_perception.core.geometry import SE3
 from mm_perception.core.sensor_models import SensorModel, default_sensor_model, parse_sensor_model
 from mm_perception.core.types import SensorKind
+from mm_perception.core.yaml_io import load_yaml_file
 
 I64 = npt.NDArray[np.int64]
 
@@ -628,30 +628,6 @@ def _parse_sensor(name: Any, value: Any) -> SensorSpec:
 # ---------------------------------------------------------------------------- YAML
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate mapping keys (PyYAML keeps the last one silently)."""
-
-
-def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode,
-                              deep: bool = False) -> dict[Any, Any]:
-    loader.flatten_mapping(node)
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        try:
-            duplicate = key in seen
-        except TypeError:
-            continue  # unhashable key: construct_mapping reports it
-        if duplicate:
-            raise yaml.constructor.ConstructorError(
-                "while constructing a mapping", node.start_mark, f"found duplicate key {key!r}",
-                key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-                                 _construct_unique_mapping)
 
 
 # ---------------------------------------------------------------------------- rig
@@ -749,15 +725,7 @@ class Rig:
                 rule broken; the message starts with the path.
         """
         source = os.fspath(path)
-        try:
-            with open(source, encoding="utf-8") as stream:
-                data = yaml.load(stream, Loader=_UniqueKeyLoader)
-        except FileNotFoundError:
-            raise ConfigError(f"{source}: rig file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{source}: cannot read the rig file: {exc}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{source}: invalid YAML: {exc}") from None
+        data = load_yaml_file(source, "rig")
         return cls.from_dict(data, source=source)
 
     @classmethod

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -54,6 +54,9 @@ def _int(value: Any, key: str, lo: int) -> int:
     return int(value)
 
 
+_M = TypeVar("_M", bound="_Model")
+
+
 class _Model:
     """Shared YAML handling: ``from_mapping`` checks keys, ``to_dict`` writes them back."""
 
@@ -74,6 +77,15 @@ class _Model:
     @classmethod
     def _aliases(cls) -> tuple[str, ...]:
         return ()
+
+    @classmethod
+    def from_mapping(cls: type[_M], data: Mapping[str, Any], where: str) -> _M:
+        """Parse the ``model`` mapping at key path ``where`` (errors name ``where.key``)."""
+        cls._check_keys(data, where)
+        try:
+            return cls(**dict(data))
+        except KeyedConfigError as exc:
+            raise KeyedConfigError(f"{where}.{exc.key}", exc.problem) from None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -103,14 +115,6 @@ class CameraStream(_Model):
             raise KeyedConfigError("compressed", f"expected true/false, got {self.compressed!r}")
         if not 1 <= _int(self.jpeg_quality, "jpeg_quality", 1) <= 100:
             raise KeyedConfigError("jpeg_quality", f"must be in 1..100, got {self.jpeg_quality}")
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], where: str) -> CameraStream:
-        cls._check_keys(data, where)
-        try:
-            return cls(**dict(data))
-        except KeyedConfigError as exc:
-            raise KeyedConfigError(f"{where}.{exc.key}", exc.problem) from None
 
 
 @dataclass(frozen=True)
@@ -229,14 +233,6 @@ class RadarModel(_Model):
             _num(getattr(self, key), key, 0.0)
         _int(self.max_detections, "max_detections", 1)
 
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], where: str) -> RadarModel:
-        cls._check_keys(data, where)
-        try:
-            return cls(**dict(data))
-        except KeyedConfigError as exc:
-            raise KeyedConfigError(f"{where}.{exc.key}", exc.problem) from None
-
 
 @dataclass(frozen=True)
 class OdometryStream(_Model):
@@ -256,14 +252,6 @@ class OdometryStream(_Model):
         _num(self.rate_hz, "rate_hz", 0.0, 1000.0, lo_open=True)
         _num(self.position_noise_m, "position_noise_m", 0.0)
         _num(self.velocity_noise_mps, "velocity_noise_mps", 0.0)
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], where: str) -> OdometryStream:
-        cls._check_keys(data, where)
-        try:
-            return cls(**dict(data))
-        except KeyedConfigError as exc:
-            raise KeyedConfigError(f"{where}.{exc.key}", exc.problem) from None
 
 
 SensorModel = CameraStream | LidarModel | RadarModel | OdometryStream

@@ -61,8 +61,9 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
-from mm_perception.core.errors import ConfigError, KeyedConfigError
+from mm_perception.core.errors import KeyedConfigError
 from mm_perception.core.types import ObjectClass
+from mm_perception.core.yaml_io import load_yaml_file
 from mm_perception.sim.actors import (
     AGENT_CLASSES,
     PALETTES,
@@ -625,15 +626,7 @@ class Scenario:
                 :class:`KeyedConfigError` for any invalid value (message ``path: key: ...``).
         """
         source = os.fspath(path)
-        try:
-            with open(source, encoding="utf-8") as stream:
-                data = yaml.load(stream, Loader=_UniqueKeyLoader)
-        except FileNotFoundError:
-            raise ConfigError(f"{source}: scenario file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{source}: cannot read the scenario file: {exc}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{source}: invalid YAML: {exc}") from None
+        data = load_yaml_file(source, "scenario")
         if isinstance(data, Mapping) and "name" not in data:
             data = {"name": os.path.splitext(os.path.basename(source))[0], **data}
         return cls.from_dict(data, source=source, seed=seed)
@@ -654,26 +647,6 @@ class Scenario:
             raise err from None
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate mapping keys (PyYAML keeps the last one silently)."""
-
-
-def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode,
-                              deep: bool = False) -> dict[Any, Any]:
-    loader.flatten_mapping(node)
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if isinstance(key, str | int | float) and key in seen:
-            raise yaml.constructor.ConstructorError(
-                "while constructing a mapping", node.start_mark, f"found duplicate key {key!r}",
-                key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-                                 _construct_unique_mapping)
 
 
 def _behaviour_to_dict(b: Behaviour) -> dict[str, Any]:
