@@ -56,6 +56,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rig", default=str(REPO / "config" / "rigs" / "car.yaml"))
     parser.add_argument("--skip-record", action="store_true", help="only the simulation")
+    parser.add_argument("--no-gt-images", action="store_true",
+                        help="do not render the ground-truth depth / instance images")
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args()
 
@@ -63,7 +65,10 @@ def main() -> None:
     scenario = load_scenario(args.scenario, args.seed)
     results: dict[str, object] = {"scenario": args.scenario, "seed": args.seed,
                                   "agents": len(scenario.agents), "duration_s": args.duration}
-    with Simulator(rig, SimConfig()) as sim:
+    config = SimConfig(camera_depth=not args.no_gt_images,
+                       camera_instance=not args.no_gt_images)
+    results["gt_images"] = not args.no_gt_images
+    with Simulator(rig, config) as sim:
         t0 = time.perf_counter()
         sim.reset(scenario)
         build = time.perf_counter() - t0
@@ -76,13 +81,14 @@ def main() -> None:
     results.update({"build_s": build, "sim_wall_s": wall, "sim_rtf": args.duration / wall,
                     "outputs": outputs, "per_sensor_s": dict(spent)})
     print(f"{args.scenario} seed {args.seed}: {len(scenario.agents)} agents, "
-          f"{args.duration:.0f} s simulated, model build {build:.2f} s")
+          f"{args.duration:.0f} s simulated, model build {build:.2f} s, ground-truth "
+          f"images {'off' if args.no_gt_images else 'on'}")
     print(f"{'stage':<24} {'wall s':>8} {'real-time factor':>17}")
     print(f"{'simulation only':<24} {wall:>8.2f} {args.duration / wall:>16.2f}x")
     if not args.skip_record:
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            record_scenario(scenario, rig, args.duration, Path(tmp) / "bag")
+            record_scenario(scenario, rig, args.duration, Path(tmp) / "bag", config)
             rec = time.perf_counter() - t0
         results.update({"record_wall_s": rec, "record_rtf": args.duration / rec})
         print(f"{'simulate + write MCAP':<24} {rec:>8.2f} {args.duration / rec:>16.2f}x")

@@ -211,8 +211,21 @@ class Simulator:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def reset(self, scenario: Scenario) -> SimStep:
-        """Start ``scenario`` (built for its seed) from time 0; returns the initial state."""
+    def reset(self, scenario: Scenario | str, seed: int | None = None) -> SimStep:
+        """Start a scenario from time 0; returns the initial state.
+
+        Args:
+            scenario: a built :class:`Scenario`, or a library name / YAML path.
+            seed: with a name or path: the seed to build it with (default 0); with a built
+                scenario: None or its own seed (a scenario is built for one seed).
+        """
+        if isinstance(scenario, str):
+            from mm_perception.sim.library import load_scenario
+
+            scenario = load_scenario(scenario, 0 if seed is None else seed)
+        elif seed is not None and seed != scenario.seed:
+            raise ConfigError(f"scenario {scenario.name!r} was built for seed {scenario.seed}, "
+                              f"not {seed}: pass its name (or load_scenario(name, {seed}))")
         from mm_perception.sim.camera_sim import CameraSim
         from mm_perception.sim.lidar_sim import LidarSim
         from mm_perception.sim.radar_sim import RadarSim

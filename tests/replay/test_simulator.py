@@ -177,7 +177,10 @@ def test_closed_loop_braking_collision_and_off_road() -> None:
     rig = Rig.from_yaml(CAR)
     cfg = SimConfig(camera_depth=False, camera_instance=False)
     with Simulator(rig, cfg) as sim:
-        first = sim.reset(load_scenario("highway", 0))
+        first = sim.reset("highway", seed=0)  # by name and seed, as a planner test would
+        with pytest.raises(ConfigError, match="built for seed 0"):
+            sim.reset(load_scenario("highway", 0), seed=1)
+        first = sim.reset("highway", seed=0)
         v0 = first.ego.speed
         for _ in range(10):
             step = sim.step(EgoCommand(acceleration=-4.0, steering_angle=0.0))
