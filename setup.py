@@ -19,7 +19,7 @@ setup(
         (f"share/{PACKAGE}/config/rigs", glob("config/rigs/*.yaml")),
     ],
     python_requires=">=3.10",
-    install_requires=["numpy", "pyyaml", "rosbags>=0.10"],
+    install_requires=["numpy", "scipy", "pyyaml", "rosbags>=0.10"],
     zip_safe=True,
     maintainer="mm_perception maintainers",
     maintainer_email="maintainers@mm-perception.dev",
