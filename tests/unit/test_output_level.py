@@ -1,0 +1,262 @@
+"""Output-level fusion: association, covariance-weighted merge, class/velocity sources,
+existence, degenerate inputs. References are hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mm_perception.core.errors import ConfigError
+from mm_perception.core.types import Box3D, DetectedObject, ObjectClass, SensorKind
+from mm_perception.fusion.output_level import (
+    OutputLevelConfig,
+    OutputLevelFusion,
+    SourceNoise,
+)
+
+
+def _cov(pos_var: tuple[float, float, float], yaw_var: float = 0.01,
+         vel_var: float = 1.0) -> np.ndarray:
+    return np.diag([*pos_var, yaw_var, vel_var, vel_var]).astype(np.float64)
+
+
+def _obj(x: float, y: float, z: float = 1.0, *, yaw: float = 0.0,
+         size: tuple[float, float, float] = (4.5, 1.8, 1.6),
+         label: ObjectClass = ObjectClass.CAR, score: float = 0.8,
+         probs: dict[str, float] | None = None, velocity: tuple[float, ...] | None = None,
+         cov: np.ndarray | None = None, frame_id: str = "base_link") -> DetectedObject:
+    return DetectedObject(Box3D(np.array([x, y, z]), np.array(size), yaw, frame_id), label,
+                          score, stamp_ns=5, class_probs=probs or {},
+                          velocity=None if velocity is None else np.array(velocity),
+                          covariance=cov)
+
+
+def test_two_sensors_merge_to_covariance_weighted_mean() -> None:
+    lidar = _obj(10.0, 0.0, 1.0, cov=_cov((0.04, 0.04, 0.04)))
+    camera = _obj(11.0, 0.5, 1.2, cov=_cov((1.0, 0.25, 0.25)))
+    out = OutputLevelFusion().fuse({"lidar": [lidar], "camera": [camera]}, 7)
+    assert len(out) == 1
+    o = out[0]
+    # information form, diagonal: x = (x1/v1 + x2/v2) / (1/v1 + 1/v2)
+    assert o.box.center[0] == pytest.approx((10 / 0.04 + 11 / 1.0) / (25 + 1), abs=1e-12)
+    assert o.box.center[1] == pytest.approx((0 / 0.04 + 0.5 / 0.25) / (25 + 4), abs=1e-12)
+    assert o.box.center[2] == pytest.approx((1 / 0.04 + 1.2 / 0.25) / (25 + 4), abs=1e-12)
+    assert o.covariance is not None
+    np.testing.assert_allclose(np.diag(o.covariance)[:3], [1 / 26, 1 / 29, 1 / 29],
+                               rtol=1e-12)
+    assert o.stamp_ns == 7
+    assert set(o.sources) == {"lidar", "camera"}
+    assert o.score == pytest.approx(1 - 0.2 * 0.2)
+
+
+def test_correlated_covariances_merge_in_information_form() -> None:
+    p1 = np.array([[0.5, 0.2, 0.0], [0.2, 0.3, 0.05], [0.0, 0.05, 0.2]])
+    p2 = np.array([[0.2, -0.1, 0.0], [-0.1, 0.6, 0.0], [0.0, 0.0, 0.4]])
+    c1, c2 = _cov((1, 1, 1)), _cov((1, 1, 1))
+    c1[:3, :3], c2[:3, :3] = p1, p2
+    x1, x2 = np.array([20.0, 3.0, 1.0]), np.array([20.6, 2.5, 0.8])
+    out = OutputLevelFusion().fuse({"lidar": [_obj(*x1, cov=c1)],
+                                    "radar": [_obj(*x2, cov=c2)]}, 0)
+    assert len(out) == 1
+    # the 2x2 x 3x3 case by hand would be long; the textbook formula with explicit inverses
+    info = np.linalg.inv(p1) + np.linalg.inv(p2)
+    p = np.linalg.inv(info)
+    x = p @ (np.linalg.inv(p1) @ x1 + np.linalg.inv(p2) @ x2)
+    np.testing.assert_allclose(out[0].box.center, x, atol=1e-10)
+    assert out[0].covariance is not None
+    np.testing.assert_allclose(out[0].covariance[:3, :3], p, atol=1e-12)
+
+
+def test_far_apart_objects_stay_separate() -> None:
+    # 3 m apart with 0.2 m std: far outside the chi-square gate (but within max distance)
+    lidar = _obj(10.0, 0.0, cov=_cov((0.04, 0.04, 0.04)))
+    radar = _obj(10.0, 3.0, cov=_cov((0.04, 0.04, 0.04)))
+    fusion = OutputLevelFusion()
+    out = fusion.fuse({"lidar": [lidar], "radar": [radar]}, 0)
+    assert len(out) == 2
+    assert fusion.stats["matched"] == 0
+    # with loose covariances the same pair is within the gate
+    loose = OutputLevelFusion().fuse(
+        {"lidar": [_obj(10.0, 0.0, cov=_cov((4.0, 4.0, 4.0)))],
+         "radar": [_obj(10.0, 3.0, cov=_cov((4.0, 4.0, 4.0)))]}, 0)
+    assert len(loose) == 1
+    # beyond max_distance_m nothing matches, whatever the covariance
+    far = OutputLevelFusion(OutputLevelConfig(max_distance_m=2.0)).fuse(
+        {"lidar": [_obj(10.0, 0.0, cov=_cov((100.0, 100.0, 100.0)))],
+         "radar": [_obj(10.0, 3.0, cov=_cov((100.0, 100.0, 100.0)))]}, 0)
+    assert len(far) == 2
+
+
+def test_camera_only_object_kept_with_lower_existence() -> None:
+    lidar = _obj(10.0, 0.0, score=0.8)
+    camera_same = _obj(10.3, 0.1, score=0.8)
+    camera_only = _obj(30.0, -8.0, score=0.8)
+    cfg = OutputLevelConfig(single_sensor_existence_factor=0.4)
+    out = OutputLevelFusion(cfg).fuse({"lidar": [lidar], "camera": [camera_same, camera_only]},
+                                      0)
+    assert len(out) == 2
+    by_x = sorted(out, key=lambda o: o.box.center[0])
+    fused, single = by_x
+    assert single.sources == ("camera",)
+    assert single.existence_prob == pytest.approx(0.8 * 0.4)
+    assert fused.existence_prob == pytest.approx(1 - 0.2 * 0.2)
+    assert fused.existence_prob > single.existence_prob
+
+
+def test_class_from_camera_when_present() -> None:
+    lidar = _obj(10.0, 0.0, label=ObjectClass.TRUCK, probs={"truck": 0.7, "car": 0.3})
+    camera = _obj(10.2, 0.0, label=ObjectClass.CAR, probs={"car": 0.6, "truck": 0.4})
+    radar = _obj(10.1, 0.1, label=ObjectClass.UNKNOWN)
+    out = OutputLevelFusion().fuse({"radar": [radar], "lidar": [lidar], "camera": [camera]}, 0)
+    assert len(out) == 1
+    assert out[0].label is ObjectClass.CAR
+    assert dict(out[0].class_probs) == {"car": 0.6, "truck": 0.4}
+    # without a camera: LiDAR's class wins over the radar's
+    out2 = OutputLevelFusion().fuse({"radar": [radar], "lidar": [lidar]}, 0)
+    assert out2[0].label is ObjectClass.TRUCK
+
+
+def test_same_rank_classes_multiply() -> None:
+    a = _obj(10.0, 0.0, label=ObjectClass.CAR, probs={"car": 0.6, "truck": 0.4})
+    b = _obj(10.1, 0.0, label=ObjectClass.CAR, probs={"car": 0.3, "truck": 0.7})
+    out = OutputLevelFusion().fuse({"camera_left": [a], "camera_right": [b]}, 0)
+    assert len(out) == 1
+    # 0.18 vs 0.28, normalised
+    assert out[0].class_probs["car"] == pytest.approx(0.18 / 0.46)
+    assert out[0].label is ObjectClass.TRUCK
+
+
+def test_velocity_from_radar() -> None:
+    radar_cov = _cov((0.5, 1.0, 1.0), vel_var=0.09)
+    lidar = _obj(10.0, 0.0, velocity=(1.0, 1.0, 0.0), cov=_cov((0.04, 0.04, 0.04),
+                                                                 vel_var=4.0))
+    radar = _obj(10.2, 0.3, velocity=(7.5, -0.5, 0.0), cov=radar_cov)
+    camera = _obj(10.1, 0.0)
+    out = OutputLevelFusion().fuse({"camera": [camera], "lidar": [lidar],
+                                    "radar": [radar]}, 0)
+    assert len(out) == 1
+    assert out[0].velocity is not None and out[0].covariance is not None
+    np.testing.assert_allclose(out[0].velocity, [7.5, -0.5, 0.0])
+    np.testing.assert_allclose(out[0].covariance[4:6, 4:6], np.eye(2) * 0.09)
+    # no velocity anywhere: None, and the configured "unknown" variance
+    out2 = OutputLevelFusion().fuse({"camera": [camera]}, 0)
+    assert out2[0].velocity is None and out2[0].covariance is not None
+    assert out2[0].covariance[4, 4] == pytest.approx(10.0 ** 2)
+
+
+def test_three_sensors_one_object() -> None:
+    lists = {"lidar_top": [_obj(15.0, 2.0)], "radar_front": [_obj(15.4, 2.3)],
+             "camera_front": [_obj(14.6, 1.9)]}
+    out = OutputLevelFusion().fuse(lists, 3)
+    assert len(out) == 1
+    assert set(out[0].sources) == {"lidar_top", "radar_front", "camera_front"}
+    assert out[0].score == pytest.approx(1 - 0.2 ** 3)
+    # size from the LiDAR
+    lists["lidar_top"] = [_obj(15.0, 2.0, size=(4.0, 2.0, 1.5))]
+    out = OutputLevelFusion().fuse(lists, 3)
+    np.testing.assert_allclose(out[0].box.size, [4.0, 2.0, 1.5])
+
+
+def test_result_does_not_depend_on_mapping_order() -> None:
+    lists = {"camera": [_obj(14.6, 1.9)], "lidar": [_obj(15.0, 2.0)],
+             "radar": [_obj(15.4, 2.3)]}
+    a = OutputLevelFusion().fuse(lists, 0)
+    b = OutputLevelFusion().fuse(dict(reversed(list(lists.items()))), 0)
+    np.testing.assert_array_equal(a[0].box.center, b[0].box.center)
+
+
+def test_empty_inputs() -> None:
+    fusion = OutputLevelFusion()
+    assert fusion.fuse({}, 0) == []
+    assert fusion.fuse({"lidar": [], "radar": [], "camera": []}, 0) == []
+    assert fusion.stats["output"] == 0
+    # one modality only: passed through with the single-sensor existence
+    out = fusion.fuse({"radar": [_obj(5.0, 1.0), _obj(20.0, -3.0)], "camera": []}, 0)
+    assert len(out) == 2
+    assert all(o.existence_prob == pytest.approx(0.8 * 0.5) for o in out)
+    assert all(o.covariance is not None for o in out)
+
+
+def test_nan_box_dropped_and_counted() -> None:
+    bad = _obj(10.0, 0.0)
+    # a Box3D refuses NaN on construction; patch one to act like a corrupted input
+    object.__setattr__(bad.box, "center", np.array([np.nan, 0.0, 1.0]))
+    nan_cov = _cov((0.04, 0.04, 0.04))
+    nan_cov[0, 0] = np.nan
+    good = _obj(30.0, 0.0, cov=nan_cov)
+    fusion = OutputLevelFusion()
+    out = fusion.fuse({"lidar": [bad, good], "camera": [_obj(30.5, 0.0)]}, 0)
+    assert fusion.stats["dropped_non_finite"] == 1
+    assert fusion.stats["invalid_covariance"] == 1
+    assert len(out) == 1
+    assert np.all(np.isfinite(out[0].box.center))
+    assert out[0].covariance is not None and np.all(np.isfinite(out[0].covariance))
+
+
+def test_wrong_frame_dropped_and_counted() -> None:
+    fusion = OutputLevelFusion()
+    out = fusion.fuse({"lidar": [_obj(10.0, 0.0, frame_id="lidar_top"), _obj(20.0, 0.0)]}, 0)
+    assert len(out) == 1
+    assert fusion.stats["dropped_wrong_frame"] == 1
+
+
+def test_yaw_merge_across_pi() -> None:
+    lidar = _obj(10.0, 0.0, yaw=3.1, cov=_cov((0.04, 0.04, 0.04), yaw_var=0.01))
+    camera = _obj(10.0, 0.0, yaw=-3.1, cov=_cov((0.04, 0.04, 0.04), yaw_var=0.03))
+    out = OutputLevelFusion().fuse({"lidar": [lidar], "camera": [camera]}, 0)
+    assert len(out) == 1
+    # weights 100 and 33.3: 3.1 + 0.25 * wrap(-3.1 - 3.1), wrapped
+    expected = 3.1 + 0.25 * (2 * math.pi - 6.2)
+    diff = (out[0].box.yaw - expected + math.pi) % (2 * math.pi) - math.pi
+    assert abs(diff) < 1e-12
+    assert out[0].covariance is not None
+    assert out[0].covariance[3, 3] == pytest.approx(1 / (100 + 1 / 0.03))
+    # equal weights: exactly the wrap point, never the naive mean 0
+    camera_eq = _obj(10.0, 0.0, yaw=-3.1, cov=_cov((0.04, 0.04, 0.04), yaw_var=0.01))
+    eq = OutputLevelFusion().fuse({"lidar": [lidar], "camera": [camera_eq]}, 0)
+    assert abs(abs(eq[0].box.yaw) - math.pi) < 1e-12
+
+
+def test_one_to_one_assignment_with_many_objects() -> None:
+    rng = np.random.default_rng(3)
+    xy = np.column_stack([np.arange(50) * 6.0, rng.uniform(-20, 20, 50)])
+    lidar = [_obj(x, y, cov=_cov((0.04, 0.04, 0.04))) for x, y in xy]
+    radar = [_obj(x + 0.2, y - 0.2, cov=_cov((0.25, 0.25, 0.25))) for x, y in xy[::-1]]
+    out = OutputLevelFusion().fuse({"lidar": lidar, "radar": radar}, 0)
+    assert len(out) == 50
+    assert all(len(o.sources) == 2 for o in out)
+
+
+def test_unknown_list_name_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="front_thing"):
+        OutputLevelFusion().fuse({"front_thing": [_obj(1.0, 0.0)]}, 0)
+    cfg = OutputLevelConfig(sensor_kinds={"front_thing": SensorKind.RADAR})
+    assert len(OutputLevelFusion(cfg).fuse({"front_thing": [_obj(1.0, 0.0)]}, 0)) == 1
+
+
+@pytest.mark.parametrize(("kwargs", "needle"), [
+    ({"gate": 0.0}, "gate"),
+    ({"gate": math.nan}, "gate"),
+    ({"max_distance_m": -1.0}, "max_distance_m"),
+    ({"single_sensor_existence_factor": 0.0}, "single_sensor_existence_factor"),
+    ({"single_sensor_existence_factor": 1.5}, "1.5"),
+    ({"class_priority": ("camera", "camera")}, "class_priority"),
+    ({"velocity_priority": ("sonar",)}, "sonar"),
+    ({"size_priority": ("odometry",)}, "size_priority"),
+    ({"noise": {SensorKind.LIDAR: SourceNoise((0.1, 0.1, 0.1), 0.1, 1.0)}}, "noise"),
+    ({"sensor_kinds": {"x": "odometry"}}, "odometry"),
+    ({"frame_id": ""}, "frame_id"),
+    ({"class_prob_floor": 1.0}, "class_prob_floor"),
+])
+def test_config_validation(kwargs: dict[str, object], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        OutputLevelConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_source_noise_validation() -> None:
+    with pytest.raises(ConfigError, match="position_std_m"):
+        SourceNoise((0.1, 0.0, 0.1), 0.1, 1.0)
+    with pytest.raises(ConfigError, match="yaw_std_rad"):
+        SourceNoise((0.1, 0.1, 0.1), -1.0, 1.0)
