@@ -172,7 +172,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if args.out:
             print(f"\nsummary written to {Path(args.out) / 'replay_summary.json'}")
         return 1 if summary["read"]["truncated"] else 0
-    from mm_perception.ros.player import BagPlayer, PlayerConfig
+    from mm_perception.ros.player import PlayerConfig, play_bag
 
     topics: tuple[str, ...] = tuple(args.topics or ())
     if args.rig and not topics:
@@ -188,16 +188,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
                           start_offset_s=args.start, topics=topics,
                           wait_for_subscribers=args.wait_for_subscribers,
                           wait_timeout_s=args.wait_timeout)
-    import rclpy
-
-    rclpy.init()
     try:
-        stats = BagPlayer(args.bag, config).play()
+        stats = play_bag(args.bag, config)
     except KeyboardInterrupt:
         return 130
-    finally:
-        if rclpy.ok():
-            rclpy.shutdown()
     print(json.dumps(stats.as_dict(), indent=2))
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -225,4 +225,16 @@ class BagPlayer:
             self.stats.published[topic] += 1
 
 
-__all__ = ["BagPlayer", "PlayStats", "PlayerConfig", "message_class"]
+def play_bag(bag_path: str | Path, config: PlayerConfig | None = None) -> PlayStats:
+    """Initialise rclpy, replay the bag on its own node, and shut rclpy down again."""
+    import rclpy
+
+    rclpy.init()
+    try:
+        return BagPlayer(bag_path, config).play()
+    finally:
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+__all__ = ["BagPlayer", "PlayStats", "PlayerConfig", "message_class", "play_bag"]

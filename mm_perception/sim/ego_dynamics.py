@@ -17,6 +17,7 @@ closed-form integral of ``v(t) * exp(i (yaw0 + omega t))``.
 
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -168,7 +169,7 @@ def _pursuit(state: ActorState, tx: float, ty: float) -> tuple[float, float]:
     return 2.0 * ly / d2, math.atan2(ly, lx)
 
 
-class _Model:
+class _Model(abc.ABC):
     """Shared trajectory tracking of both models."""
 
     max_accel: float
@@ -177,9 +178,10 @@ class _Model:
     lookahead_min: float
     lookahead_gain: float
 
+    @abc.abstractmethod
     def _curvature_command(self, state: ActorState, kappa: float, bearing: float
                            ) -> EgoCommand:
-        raise NotImplementedError
+        """The command that steers along curvature ``kappa`` (1/m) towards ``bearing``."""
 
     def track(self, state: ActorState, trajectory: TrajectoryCommand, t: float = 0.0
               ) -> EgoCommand:

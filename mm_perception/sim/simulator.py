@@ -244,10 +244,9 @@ class Simulator:
         self._dynamics: BicycleModel | UnicycleModel = make_dynamics(scenario.ego)
         self._autopilot = Autopilot(scenario)
         self._t = 0
-        self._event_index: dict[str, int] = {}
         self._sweeps: dict[str, _Sweep] = {}
-        self._schedule: list[tuple[int, int, str, int]] = []
-        for order, spec in enumerate(self.rig.sensors.values()):
+        self._timing = self._sensor_timing()
+        for spec in self.rig.sensors.values():
             model = spec.sensor_model
             if spec.kind is SensorKind.CAMERA:
                 assert spec.intrinsics is not None and spec.extrinsics is not None
@@ -260,7 +259,6 @@ class Simulator:
             elif spec.kind is SensorKind.RADAR:
                 assert isinstance(model, RadarModel) and spec.extrinsics is not None
                 self._sensors[spec.name] = RadarSim(self._world, model, spec.extrinsics)
-            del order
         self._world.set_states([self._ego, *self._agents])
         return SimStep(0, self._ego, self._agents)
 
@@ -322,30 +320,31 @@ class Simulator:
             yield self.step()
 
     # ------------------------------------------------------------------ events
-    def _period_ns(self, spec: SensorSpec) -> int:
-        model = spec.sensor_model
-        assert isinstance(model, CameraStream | LidarModel | RadarModel | OdometryStream)
-        return round(NS / model.rate_hz)
-
-    def _phase_ns(self, index: int, period: int) -> int:
-        # a fixed, different phase per sensor (sensors are not triggered together)
-        return (index * 7_000_000) % period
+    def _sensor_timing(self) -> list[tuple[int, SensorSpec, int, int]]:
+        """(order, spec, period ns, phase ns) per sensor, decided once per reset."""
+        timing = []
+        for order, spec in enumerate(self.rig.sensors.values()):
+            model = spec.sensor_model
+            assert isinstance(model, CameraStream | LidarModel | RadarModel | OdometryStream)
+            period = round(NS / model.rate_hz)
+            # a fixed, different phase per sensor (sensors are not triggered together); a
+            # LiDAR's slices start at 0
+            phase = 0 if spec.kind is SensorKind.LIDAR else (order * 7_000_000) % period
+            timing.append((order, spec, period, phase))
+        return timing
 
     def _events_in(self, t0: int, t1: int) -> list[tuple[int, int, str, int]]:
-        """Events with time in ``[t0, t1)``: (time, order, sensor, slice index or -1)."""
+        """Events with time in ``[t0, t1)``: (time, order, sensor, event index); for a LiDAR
+        the index counts slices."""
         events = []
-        for order, spec in enumerate(self.rig.sensors.values()):
-            period = self._period_ns(spec)
+        for order, spec, period, phase in self._timing:
             if spec.kind is SensorKind.LIDAR:
-                slices = self.config.lidar_slices
-                slice_ns = period / slices
-                first = math.ceil(t0 / slice_ns)
-                k = first
+                slice_ns = period / self.config.lidar_slices
+                k = math.ceil(t0 / slice_ns)
                 while round(k * slice_ns) < t1:
                     events.append((round(k * slice_ns), order, spec.name, k))
                     k += 1
                 continue
-            phase = self._phase_ns(order, period)
             k = max(0, math.ceil((t0 - phase) / period))
             while phase + k * period < t1:
                 events.append((phase + k * period, order, spec.name, k))
@@ -372,7 +371,7 @@ class Simulator:
         if spec.kind is SensorKind.LIDAR:
             self._lidar_slice(spec, index, t_ns, ego, agents, T_world_sensor, outputs, truth)
         elif spec.kind is SensorKind.CAMERA:
-            self._camera(spec, index, stamp, ego, agents, T_world_base, outputs, truth)
+            self._camera(spec, stamp, ego, agents, T_world_base, outputs, truth)
         else:
             self._radar(spec, index, stamp, ego, agents, T_world_sensor, outputs, truth)
 
@@ -400,7 +399,7 @@ class Simulator:
                      agents: tuple[ActorState, ...], T_world_sensor: SE3,
                      outputs: list[SensorOutput], truth: list[GroundTruthFrame]) -> None:
         slices = self.config.lidar_slices
-        sweep_index, j = divmod(k, slices)
+        j = k % slices
         if j == 0:
             self._sweeps[spec.name] = _Sweep(t_ns, agents, ego)
         sweep = self._sweeps.get(spec.name)
@@ -438,9 +437,8 @@ class Simulator:
         hits = {int(i): {"lidar_hits": int(c)} for i, c in zip(ids, counts, strict=True)}
         truth.append(GroundTruthFrame(stamp, spec.name, spec.kind.value, sweep.ego,
                                       self._objects(sweep.states, sweep.ego, hits)))
-        del sweep_index
 
-    def _camera(self, spec: SensorSpec, index: int, stamp: int, ego: ActorState,
+    def _camera(self, spec: SensorSpec, stamp: int, ego: ActorState,
                 agents: tuple[ActorState, ...], T_world_base: SE3,
                 outputs: list[SensorOutput], truth: list[GroundTruthFrame]) -> None:
         images = self._sensors[spec.name].render(T_world_base)
@@ -454,7 +452,6 @@ class Simulator:
                              (T_world_base @ spec.extrinsics).inverse())
         truth.append(GroundTruthFrame(stamp, spec.name, spec.kind.value, ego,
                                       self._objects(agents, ego, counts)))
-        del index
 
     def _radar(self, spec: SensorSpec, index: int, stamp: int, ego: ActorState,
                agents: tuple[ActorState, ...], T_world_sensor: SE3,
