@@ -407,12 +407,14 @@ class BagSource:
                 return
             count += 1
             stats.read[conn.topic] += 1
-            for spec, role in topics[conn.topic]:
-                try:
-                    msg = self._reader.deserialize(raw, conn.msgtype)
-                except Exception as exc:
+            users = topics[conn.topic]
+            try:  # once per message, however many rig sensors read the topic
+                msg = self._reader.deserialize(raw, conn.msgtype)
+            except Exception as exc:
+                for spec, _ in users:
                     stats.drop(spec.name, "deserialize", f"{type(exc).__name__}: {exc}")
-                    continue
+                continue
+            for spec, role in users:
                 if role == "camera_info":
                     if spec.intrinsics is None:
                         try:
