@@ -110,6 +110,12 @@ class OfflineReplay:
         self._collector: SyncCollector[CameraFrame | PointCloud | RadarScan] = \
             SyncCollector(self.sync_config)
 
+    @property
+    def odometry(self) -> OdometryBuffer:
+        """The ego poses received so far (every odometry message up to the last set yielded,
+        on the common clock): what de-skewing and tracking in a world frame need."""
+        return self._odom
+
     def run(self, bag: BagSource) -> Iterator[SensorSet]:
         """Yield every synchronised set of the bag, in reference-stamp order."""
         rig = bag.resolve_rig(self.rig)
