@@ -128,6 +128,10 @@ class LidarModel(_Model):
         min_range_m / max_range_m: valid range, m.
         range_noise_m: standard deviation of the range noise, m.
         dropout: probability that a return is lost, [0, 1).
+        start_azimuth_deg: azimuth of the first firing of a sweep, degrees in [-180, 180]
+            (0 = +x). The sweep's seam (where its first and last firings meet, 1 / rate_hz
+            apart) lies there; 180 puts it behind the vehicle, as automotive drivers do
+            (a moving object ahead cut by the seam would show up twice, half a sweep apart).
     """
 
     vertical_angles_deg: tuple[float, ...] = tuple(np.linspace(-25.0, 15.0, 32).tolist())
@@ -137,6 +141,7 @@ class LidarModel(_Model):
     max_range_m: float = 100.0
     range_noise_m: float = 0.02
     dropout: float = 0.01
+    start_azimuth_deg: float = 180.0
 
     def __post_init__(self) -> None:
         angles = tuple(float(a) for a in self.vertical_angles_deg)
@@ -157,6 +162,7 @@ class LidarModel(_Model):
         _num(self.range_noise_m, "range_noise_m", 0.0, 10.0)
         if not 0.0 <= _num(self.dropout, "dropout") < 1.0:
             raise KeyedConfigError("dropout", f"must be in [0, 1), got {self.dropout}")
+        _num(self.start_azimuth_deg, "start_azimuth_deg", -180.0, 180.0)
 
     @property
     def channels(self) -> int:

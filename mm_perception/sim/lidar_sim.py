@@ -3,8 +3,10 @@
 Beam pattern (all in the LiDAR frame, REP 103: x forward, y left, z up):
 
 - channel (``ring``) ``i`` has elevation ``model.vertical_angles_deg[i]`` (ring 0 = lowest);
-- column ``c`` has azimuth ``2 pi c / columns``: column 0 points along +x and the head turns
-  counter-clockwise seen from above (towards +y), i.e. with increasing azimuth;
+- column ``c`` has azimuth ``start + 2 pi c / columns`` (``start`` = the model's
+  ``start_azimuth_deg``, by default 180: column 0 points along -x, so the sweep's seam is
+  behind the vehicle) and the head turns counter-clockwise seen from above (towards +y),
+  i.e. with increasing azimuth;
 - column ``c`` fires ``c / (columns * rate_hz)`` seconds after the sweep start (all channels
   of a column at once).
 
@@ -81,7 +83,7 @@ class LidarReturns:
         range: ``(M,) float32`` measured (noisy) range, m.
         intensity: ``(M,) float32`` see the module docstring.
         ring: ``(M,) uint16`` channel index (0 = lowest beam).
-        column: ``(M,) int32`` firing column (azimuth ``2 pi column / columns``).
+        column: ``(M,) int32`` firing column (azimuth ``start + 2 pi column / columns``).
         time_offset_ns: ``(M,) int64`` firing time after the sweep start, ns.
         actor_id: ``(M,) int32`` actor hit (>= 1); -1 static geometry or ground.
         geom_id: ``(M,) int32`` MuJoCo geom hit.
@@ -133,7 +135,8 @@ class LidarSim:
             raise ConfigError(f"LidarSimConfig.n_slices ({self.config.n_slices}) must not "
                               f"exceed the LiDAR's columns ({model.columns})")
         elev = np.radians(np.asarray(model.vertical_angles_deg, dtype=np.float64))
-        azim = 2.0 * np.pi * np.arange(model.columns) / model.columns
+        azim = (np.radians(model.start_azimuth_deg)
+                + 2.0 * np.pi * np.arange(model.columns) / model.columns)
         ce = np.cos(elev)
         #: (columns, channels, 3) unit beam directions in the LiDAR frame
         self.directions = np.stack([

@@ -395,10 +395,12 @@ def test_lidar_beam_pattern(world: MujocoWorld) -> None:
     elev = np.degrees(np.arcsin(xyz[:, 2] / r))
     assert np.allclose(elev, np.asarray(model.vertical_angles_deg)[ret.ring], atol=1e-3)
     azim = np.degrees(np.arctan2(xyz[:, 1], xyz[:, 0])) % 360.0
-    assert np.allclose(azim, ret.column * 1.0, atol=1e-3)  # 1 deg per column, CCW from +x
-    # the wall ahead (x = 39.8) is hit by columns near 0, never by columns near 180
+    # 1 deg per column, CCW, column 0 at the default start azimuth (180: behind, the seam)
+    d = (azim - (180.0 + ret.column * 1.0)) % 360.0
+    assert np.all(np.minimum(d, 360.0 - d) < 1e-3)
+    # the wall ahead (x = 39.8) is hit by columns near 180, never by columns near 0
     on_wall = np.isin(ret.geom_id, [g for g, n in world.static_names.items() if n == "wall"])
-    assert set(ret.column[on_wall] % 360) <= set(range(0, 60)) | set(range(300, 360))
+    assert on_wall.any() and set(ret.column[on_wall] % 360) <= set(range(120, 240))
     # beams below the horizon hit the ground at h / tan(-elev)
     on_road = ret.geom_id == next(g for g, n in world.static_names.items() if n == "road")
     h = 1.9 - 0.02  # above the road surface
@@ -428,7 +430,8 @@ def test_slices_partition_the_sweep(world: MujocoWorld) -> None:
 
 def test_lidar_moving_between_slices_distorts_the_cloud(world: MujocoWorld) -> None:
     _place(world)
-    model = LidarModel(range_noise_m=0.0, dropout=0.0)
+    # the sweep starting straight ahead: slice 0 / column 0 look at the wall
+    model = LidarModel(range_noise_m=0.0, dropout=0.0, start_azimuth_deg=0.0)
     sim = LidarSim(world, model, LIDAR_POSE, LidarSimConfig(n_slices=4))
     rng = np.random.default_rng(0)
     # a slice cast 2 m further along x sees the wall ahead 2 m closer
