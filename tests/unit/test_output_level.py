@@ -103,6 +103,9 @@ def test_camera_only_object_kept_with_lower_existence() -> None:
     assert single.existence_prob == pytest.approx(0.8 * 0.4)
     assert fused.existence_prob == pytest.approx(1 - 0.2 * 0.2)
     assert fused.existence_prob > single.existence_prob
+    # the score is the existence: a single-sensor object ranks below a confirmed one
+    assert single.score == pytest.approx(single.existence_prob)
+    assert fused.score > single.score
 
 
 def test_class_from_camera_when_present() -> None:
