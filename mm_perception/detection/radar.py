@@ -751,19 +751,27 @@ class RadarDetector:
         # a centroid right above / below the radar has no horizontal direction: use x
         los = np.where((rng > 1e-3)[:, None], los / np.maximum(rng, 1e-3)[:, None],
                        np.array([1.0, 0.0]))
-        length, width = size[:, 0], size[:, 1]
-        t = yaw - np.arctan2(los[:, 1], los[:, 0])
-        push_known = length * width / (2.0 * (width * np.abs(np.cos(t))
-                                              + length * np.abs(np.sin(t))))
-        push = np.where(has_yaw, cfg.push_back_scale * push_known,
-                        cfg.push_back_scale_no_heading * self._mean_push[label])
+        # the push-back depends on the class (a bus's centre lies 6 m behind its tail, a
+        # car's 2 m) and radar classes are uncertain: push by the most likely class's and
+        # count the classes' deviation from it (probability-weighted mean square) as
+        # position variance along the line of sight, so that an output-level merge does not
+        # trust a radar centre more than the class behind it deserves
+        lengths, widths = self._size[None, :, 0], self._size[None, :, 1]
+        t = (yaw - np.arctan2(los[:, 1], los[:, 0]))[:, None]
+        push_known = lengths * widths / (2.0 * (widths * np.abs(np.cos(t))
+                                                + lengths * np.abs(np.sin(t))))
+        push_k = np.where(has_yaw[:, None], cfg.push_back_scale * push_known,
+                          cfg.push_back_scale_no_heading * self._mean_push[None, :])
+        push = push_k[np.arange(m), label]
+        push_var = np.einsum("mk,mk->m", probs, (push_k - push[:, None]) ** 2)
         center_xy = centroid + push[:, None] * los
         # box-extent uncertainty: where the centre lies behind the seen faces (large without
         # a heading) plus the sampling of a few returns over those faces (shrinks with n)
+        length, width = size[:, 0], size[:, 1]
         half = 0.5 * np.maximum(length, width)
         frac = np.where(has_yaw, cfg.extent_std_fraction, cfg.extent_std_fraction_no_heading)
         ext_var = (frac * half) ** 2 + (cfg.sample_std_fraction * half) ** 2 / n
-        var_along = cfg.range_std_m ** 2 / n + ext_var
+        var_along = cfg.range_std_m ** 2 / n + ext_var + push_var
         var_cross = (rng * math.radians(cfg.azimuth_std_deg)) ** 2 / n + ext_var
         c, s = los[:, 0], los[:, 1]
         P_xy = np.empty((m, 2, 2))

@@ -72,6 +72,7 @@ from mm_perception.eval.matching import (
     bev_distance_matrix,
     bev_velocity_error,
     check_classes,
+    check_min_pixels,
     check_range,
     class_index,
     detection_arrays,
@@ -105,6 +106,8 @@ class DetectionEvalConfig:
             (``base_link`` origin) are evaluated; None = no limit (nuScenes uses 50 m for cars).
         ignore_gt_without_evidence: ignore ground truth without any LiDAR / radar return and
             visible pixel (see the module docstring).
+        min_visible_pixels: visible camera pixels that count as evidence on their own
+            (None: only LiDAR / radar returns do, as in nuScenes).
     """
 
     classes: tuple[ObjectClass, ...] = DEFAULT_CLASSES
@@ -114,6 +117,7 @@ class DetectionEvalConfig:
     min_precision: float = 0.1
     max_range_m: float | None = None
     ignore_gt_without_evidence: bool = False
+    min_visible_pixels: int | None = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", check_classes(self.classes, "classes"))
@@ -137,6 +141,7 @@ class DetectionEvalConfig:
                     or not 0.0 <= val < 1.0:
                 raise ConfigError(f"{key} must be in [0, 1), got {val!r}")
         check_range(self.max_range_m, "max_range_m")
+        check_min_pixels(self.min_visible_pixels, "min_visible_pixels")
         if not isinstance(self.ignore_gt_without_evidence, bool):
             raise ConfigError(f"ignore_gt_without_evidence must be a bool, got "
                               f"{self.ignore_gt_without_evidence!r}")
@@ -255,7 +260,8 @@ class DetectionMetrics:
                        "distance_thresholds_m": list(cfg.distance_thresholds_m),
                        "tp_threshold_m": cfg.tp_threshold_m, "min_recall": cfg.min_recall,
                        "min_precision": cfg.min_precision, "max_range_m": cfg.max_range_m,
-                       "ignore_gt_without_evidence": cfg.ignore_gt_without_evidence},
+                       "ignore_gt_without_evidence": cfg.ignore_gt_without_evidence,
+                       "min_visible_pixels": cfg.min_visible_pixels},
             "num_frames": self.num_frames,
             "mean_ap": nan_to_none(self.mean_ap),
             "ap": {c.value: {_key(t): nan_to_none(v) for t, v in per.items()}
@@ -318,7 +324,7 @@ def evaluate_detections(
     gt_out_of_range = 0
     for f, (detections, truth) in enumerate(frames):
         det_all = detection_arrays(detections, f"frame {f} detections")
-        gt_all = ground_truth_arrays(truth, f"frame {f} ground truth")
+        gt_all = ground_truth_arrays(truth, f"frame {f} ground truth", cfg.min_visible_pixels)
         det_keep = filter_mask(det_all, cfg.classes, cfg.max_range_m)
         gt_keep = filter_mask(gt_all, cfg.classes, cfg.max_range_m)
         dropped += int(np.count_nonzero(~det_keep))

@@ -123,19 +123,32 @@ def detection_arrays(objects: Sequence[DetectedObject], where: str,
         evidence=np.ones(len(objects), dtype=bool))
 
 
-def has_sensor_evidence(obj: GroundTruthObject) -> bool:
+def has_sensor_evidence(obj: GroundTruthObject, min_visible_pixels: int | None = 1) -> bool:
     """Whether the message this ground truth belongs to saw the object at all: at least one
-    LiDAR or radar return, or at least one visible camera pixel.
+    LiDAR or radar return, or at least ``min_visible_pixels`` visible camera pixels (None:
+    camera pixels alone are no evidence, the nuScenes rule of "at least one LiDAR or radar
+    point").
 
     The counts of a :class:`GroundTruthObject` refer to one sensor message (a LiDAR record
     has only ``lidar_hits``); a caller evaluating fused output against one record should
     merge the counts of the records of all sensors first.
     """
-    return obj.lidar_hits + obj.radar_hits > 0 or obj.visible_pixels > 0
+    if obj.lidar_hits + obj.radar_hits > 0:
+        return True
+    return min_visible_pixels is not None and obj.visible_pixels >= max(min_visible_pixels, 1)
 
 
-def ground_truth_arrays(objects: Sequence[GroundTruthObject], where: str) -> ObjectArrays:
-    """Columns of ground truth in ``base_link`` (``box_base``, ``velocity_base``).
+def check_min_pixels(value: object, key: str) -> None:
+    """Validate a ``min_visible_pixels`` setting (int >= 1 or None)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or value < 1):
+        raise ConfigError(f"{key} must be an int >= 1 or None, got {value!r}")
+
+
+def ground_truth_arrays(objects: Sequence[GroundTruthObject], where: str,
+                        min_visible_pixels: int | None = 1) -> ObjectArrays:
+    """Columns of ground truth in ``base_link`` (``box_base``, ``velocity_base``); the
+    ``evidence`` column follows :func:`has_sensor_evidence` with ``min_visible_pixels``.
 
     Raises:
         EvalInputError: an item is not a GroundTruthObject, its ``box_base`` is not in
@@ -162,7 +175,8 @@ def ground_truth_arrays(objects: Sequence[GroundTruthObject], where: str) -> Obj
         label=np.array([_CLASS_INDEX[o.object_class] for o in objects], dtype=np.int64),
         score=np.ones(len(objects)),
         ident=np.array([o.actor_id for o in objects], dtype=np.int64),
-        evidence=np.array([has_sensor_evidence(o) for o in objects], dtype=bool))
+        evidence=np.array([has_sensor_evidence(o, min_visible_pixels) for o in objects],
+                          dtype=bool))
 
 
 def filter_mask(arrays: ObjectArrays, classes: Sequence[ObjectClass],
@@ -275,8 +289,23 @@ def nan_to_none(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-__all__ = ["DEFAULT_CLASSES", "EVAL_FRAME", "EvalInputError", "ObjectArrays",
-           "bev_distance_matrix", "bev_velocity_error", "check_classes", "check_range",
-           "class_index", "detection_arrays", "filter_mask", "greedy_match",
-           "ground_truth_arrays", "has_sensor_evidence", "nan_to_none", "scale_iou",
-           "yaw_difference"]
+__all__ = [
+    "DEFAULT_CLASSES",
+    "EVAL_FRAME",
+    "EvalInputError",
+    "ObjectArrays",
+    "bev_distance_matrix",
+    "bev_velocity_error",
+    "check_classes",
+    "check_min_pixels",
+    "check_range",
+    "class_index",
+    "detection_arrays",
+    "filter_mask",
+    "greedy_match",
+    "ground_truth_arrays",
+    "has_sensor_evidence",
+    "nan_to_none",
+    "scale_iou",
+    "yaw_difference",
+]

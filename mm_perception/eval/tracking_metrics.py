@@ -50,6 +50,7 @@ from mm_perception.eval.matching import (
     bev_distance_matrix,
     bev_velocity_error,
     check_classes,
+    check_min_pixels,
     check_range,
     class_index,
     detection_arrays,
@@ -88,6 +89,8 @@ class TrackingEvalConfig:
         max_range_m: only objects and tracks within this BEV distance of the ego; None = all.
         ignore_gt_without_evidence: ignore objects without LiDAR / radar return or visible
             pixel in their record.
+        min_visible_pixels: visible camera pixels that count as evidence on their own
+            (None: only LiDAR / radar returns do, as in nuScenes).
     """
 
     classes: tuple[ObjectClass, ...] = DEFAULT_CLASSES
@@ -96,6 +99,7 @@ class TrackingEvalConfig:
     track_statuses: tuple[TrackStatus, ...] = (TrackStatus.CONFIRMED,)
     max_range_m: float | None = None
     ignore_gt_without_evidence: bool = False
+    min_visible_pixels: int | None = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", check_classes(self.classes, "classes"))
@@ -115,6 +119,7 @@ class TrackingEvalConfig:
                               f"got {sts!r}")
         object.__setattr__(self, "track_statuses", tuple(dict.fromkeys(sts)))
         check_range(self.max_range_m, "max_range_m")
+        check_min_pixels(self.min_visible_pixels, "min_visible_pixels")
 
 
 @dataclass(frozen=True)
@@ -173,7 +178,8 @@ class TrackingMetrics:
                        "class_aware": cfg.class_aware,
                        "track_statuses": [s.value for s in cfg.track_statuses],
                        "max_range_m": cfg.max_range_m,
-                       "ignore_gt_without_evidence": cfg.ignore_gt_without_evidence},
+                       "ignore_gt_without_evidence": cfg.ignore_gt_without_evidence,
+                       "min_visible_pixels": cfg.min_visible_pixels},
             "num_frames": self.num_frames,
         }
         for name in _MOT_FIELDS.values():
@@ -234,7 +240,7 @@ def evaluate_tracking(frames: Sequence[tuple[Sequence[Track], Sequence[GroundTru
         chosen = [t for t in tracks if t.status in statuses]
         hyp = detection_arrays([t.object for t in chosen], where,
                                idents=[t.track_id for t in chosen])
-        gt = ground_truth_arrays(truth, f"frame {f} ground truth")
+        gt = ground_truth_arrays(truth, f"frame {f} ground truth", cfg.min_visible_pixels)
         _check_unique(hyp.ident, f"{where}: track id")
         _check_unique(gt.ident, f"frame {f} ground truth: actor id")
         hyp_keep = filter_mask(hyp, cfg.classes, cfg.max_range_m)

@@ -36,11 +36,12 @@ Algorithm (:meth:`OutputLevelFusion.fuse`):
      ``velocity_priority`` (radar first; the radar detector resolves Doppler per object
      upstream, its ``velocity`` is used as a measurement); two of the same rank are merged
      in information form on ``vx, vy`` (``vz`` averaged);
-   * ``existence_prob = 1 - prod(1 - score_i * existence_prob_i)``, multiplied by
-     ``single_sensor_existence_factor`` when only one input list contributed;
-   * ``score = existence_prob``: the fused confidence that the object is real, so that an
-     object one sensor alone reports ranks below one several confirm (a radar ghost or a
-     camera false positive must not outrank a LiDAR + radar object in precision-recall);
+   * ``score = 1 - prod(1 - score_i)`` and ``existence_prob = 1 - prod(1 - score_i *
+     existence_prob_i)``, both multiplied by ``single_sensor_existence_factor`` when only
+     one input list contributed although another one covered the object's position (see
+     ``coverage`` of :meth:`OutputLevelFusion.fuse`): an object one sensor alone reports
+     where another could have confirmed it (a radar ghost, a camera false positive) ranks
+     below the confirmed ones;
    * ``sources``: the input names that contributed, then the detections' own ``sources``,
      in order of first appearance, without repeats.
 
@@ -52,7 +53,7 @@ the inputs are not propagated. Without any velocity the ``vx, vy`` block holds
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -77,6 +78,9 @@ _OBJECT_KINDS = (SensorKind.LIDAR, SensorKind.RADAR, SensorKind.CAMERA)
 _FUSE_ORDER = {SensorKind.LIDAR: 0, SensorKind.RADAR: 1, SensorKind.CAMERA: 2}
 #: rank of a kind missing from a priority tuple, or of "no information"
 _NO_RANK = 1_000
+
+#: which ``(N, 3)`` float64 positions (fusion frame, metres) a sensor could have seen
+Coverage = Callable[[F64], npt.NDArray[np.bool_]]
 
 
 def _is_real(value: Any) -> bool:
@@ -274,8 +278,9 @@ class _Fused:
     vel: F64          # (N, 3) m/s (zeros when unknown)
     vel_cov: F64      # (N, 2, 2)
     vel_rank: I64     # (N,) _NO_RANK when unknown
+    miss: F64         # (N,) prod(1 - score)
     miss_exist: F64   # (N,) prod(1 - score * existence_prob)
-    n_lists: I64      # (N,) number of input lists that contributed
+    contrib: I64      # (N,) bit i set: input list i (fusion order) contributed
     class_rank: I64   # (N,) _NO_RANK when no class probabilities
     class_probs: list[dict[str, float]]
     label: list[ObjectClass]
@@ -288,7 +293,7 @@ class _Fused:
 def _concat(a: _Fused, b: _Fused) -> _Fused:
     arrays = {name: np.concatenate([getattr(a, name), getattr(b, name)])
               for name in ("pos", "pos_cov", "yaw", "yaw_var", "size", "size_rank", "vel",
-                           "vel_cov", "vel_rank", "miss_exist", "n_lists",
+                           "vel_cov", "vel_rank", "miss", "miss_exist", "contrib",
                            "class_rank")}
     return _Fused(**arrays, class_probs=a.class_probs + b.class_probs,
                   label=a.label + b.label, sources=a.sources + b.sources)
@@ -332,15 +337,23 @@ class OutputLevelFusion:
         numerically wrong; 0 in practice), ``output``."""
         return MappingProxyType(dict(self._stats))
 
-    def fuse(self, lists: Mapping[str, Sequence[DetectedObject]],
-             stamp_ns: int) -> list[DetectedObject]:
+    def fuse(self, lists: Mapping[str, Sequence[DetectedObject]], stamp_ns: int,
+             coverage: Mapping[str, Coverage] | None = None) -> list[DetectedObject]:
         """Fuse per-sensor object lists into one list.
 
         Args:
             lists: input name (sensor or modality, see
                 :attr:`OutputLevelConfig.sensor_kinds`) -> its detections, boxes in
                 :attr:`OutputLevelConfig.frame_id`. Empty lists and an empty mapping are fine.
+                A list that is present (even empty) is a sensor that looked.
             stamp_ns: stamp of the fused objects, int ns.
+            coverage: input name -> a function telling, for ``(N, 3)`` float64 positions in
+                :attr:`OutputLevelConfig.frame_id`, which ones that sensor could have seen
+                (``(N,)`` bool: field of view and range). A list without one covers
+                everything. An object only one list reported is penalised (score and
+                existence times ``single_sensor_existence_factor``) only when another
+                present list covered its position: a LiDAR object outside the radar's field
+                of view is not unconfirmed.
 
         Returns:
             Fused objects (frame :attr:`OutputLevelConfig.frame_id`, stamp ``stamp_ns``),
@@ -363,22 +376,31 @@ class OutputLevelFusion:
         self._stats = stats
         named = sorted((_FUSE_ORDER[cfg.kind_of(name)], name) for name in lists)
         fused: _Fused | None = None
-        for _, name in named:
-            batch = self._columns(name, cfg.kind_of(name), lists[name], stats)
+        for bit, (_, name) in enumerate(named):
+            batch = self._columns(name, cfg.kind_of(name), lists[name], stats, bit)
             if batch is None:
                 continue
             if fused is None or len(fused) == 0:
                 fused = batch
                 continue
             fused = self._merge(fused, batch, stats)
-        out = [] if fused is None else self._objects(fused, stamp_ns)
+        if fused is None:
+            out: list[DetectedObject] = []
+        else:
+            covered = np.zeros(len(fused), dtype=np.int64)
+            for bit, (_, name) in enumerate(named):
+                fn = None if coverage is None else coverage.get(name)
+                seen = np.ones(len(fused), dtype=bool) if fn is None else \
+                    np.asarray(fn(fused.pos), dtype=bool).reshape(len(fused))
+                covered |= np.where(seen, np.int64(1 << bit), np.int64(0))
+            out = self._objects(fused, stamp_ns, covered)
         stats["output"] = len(out)
         return out
 
     # ------------------------------------------------------------------ internals
 
     def _columns(self, name: str, kind: SensorKind, objs: Sequence[DetectedObject],
-                 stats: dict[str, int]) -> _Fused | None:
+                 stats: dict[str, int], bit: int) -> _Fused | None:
         """Validated column arrays of one input list (None when nothing is left)."""
         cfg = self._cfg
         stats["input"] += len(objs)
@@ -445,8 +467,8 @@ class OutputLevelFusion:
             vel=vel, vel_cov=cov[:, 4:6, 4:6].copy(),
             vel_rank=np.where(has_vel, _rank(cfg.velocity_priority, kind),
                               _NO_RANK).astype(np.int64),
-            miss_exist=1.0 - score * exist,
-            n_lists=np.ones(n, dtype=np.int64),
+            miss=1.0 - score, miss_exist=1.0 - score * exist,
+            contrib=np.full(n, 1 << bit, dtype=np.int64),
             class_rank=np.array([class_rank if p else _NO_RANK for p in probs],
                                 dtype=np.int64),
             class_probs=probs, label=[o.label for o in kept],
@@ -472,7 +494,8 @@ class OutputLevelFusion:
             f.size_rank[fi[better]] = d.size_rank[di[better]]
             self._merge_velocity(f, d, fi, di)
             f.miss_exist[fi] *= d.miss_exist[di]
-            f.n_lists[fi] += 1
+            f.miss[fi] *= d.miss[di]
+            f.contrib[fi] |= d.contrib[di]
             for a, b in zip(fi.tolist(), di.tolist(), strict=True):
                 self._merge_class(f, d, a, b)
                 f.sources[a].extend(d.sources[b])
@@ -481,7 +504,7 @@ class OutputLevelFusion:
         rest = _Fused(
             **{name: getattr(d, name)[unmatched]
                for name in ("pos", "pos_cov", "yaw", "yaw_var", "size", "size_rank", "vel",
-                            "vel_cov", "vel_rank", "miss_exist", "n_lists",
+                            "vel_cov", "vel_rank", "miss", "miss_exist", "contrib",
                             "class_rank")},
             class_probs=[d.class_probs[i] for i in unmatched],
             label=[d.label[i] for i in unmatched],
@@ -526,7 +549,7 @@ class OutputLevelFusion:
         if best in ObjectClass._value2member_map_:
             f.label[a] = ObjectClass(best)
 
-    def _objects(self, f: _Fused, stamp_ns: int) -> list[DetectedObject]:
+    def _objects(self, f: _Fused, stamp_ns: int, covered: I64) -> list[DetectedObject]:
         cfg = self._cfg
         n = len(f)
         cov = np.zeros((n, 6, 6), dtype=np.float64)
@@ -535,10 +558,12 @@ class OutputLevelFusion:
         has_vel = f.vel_rank < _NO_RANK
         cov[:, 4:6, 4:6] = np.where(has_vel[:, None, None], f.vel_cov,
                                     np.eye(2) * cfg.unknown_velocity_std_mps ** 2)
-        exist = 1.0 - f.miss_exist
-        exist = np.clip(np.where(f.n_lists > 1, exist,
-                                 exist * cfg.single_sensor_existence_factor), 0.0, 1.0)
-        score = exist
+        # one contributor (a power of two) while another list covered the position
+        single = (f.contrib & (f.contrib - 1)) == 0
+        unconfirmed = single & ((covered & ~f.contrib) != 0)
+        factor = np.where(unconfirmed, cfg.single_sensor_existence_factor, 1.0)
+        exist = np.clip((1.0 - f.miss_exist) * factor, 0.0, 1.0)
+        score = np.clip((1.0 - f.miss) * factor, 0.0, 1.0)
         # The values below are valid by construction (finite, checked ranges), so the
         # objects are assembled without re-running the dataclass validation, which costs
         # about 30 us per object (most of the fusion time at 100 objects); a row that
@@ -578,5 +603,5 @@ def _set_fields(obj: object, **values: Any) -> None:
     obj.__dict__.update(values)
 
 
-__all__ = ["OutputLevelConfig", "OutputLevelFusion", "SourceNoise"]
+__all__ = ["Coverage", "OutputLevelConfig", "OutputLevelFusion", "SourceNoise"]
 

@@ -298,6 +298,14 @@ def test_ground_truth_without_evidence_is_ignored_not_missed() -> None:
     counts = m.counts[CAR]
     assert counts.num_gt == 3 and counts.num_ignored_gt == 1  # radar or camera evidence counts
     assert counts.num_tp == 1 and counts.num_fp == 0 and counts.num_dropped_on_ignored == 1
+    # the nuScenes rule: camera pixels alone are no evidence; or a pixel count to reach
+    for min_px, n_gt in ((None, 2), (41, 2), (40, 3)):
+        cfg = DetectionEvalConfig(ignore_gt_without_evidence=True, min_visible_pixels=min_px)
+        assert evaluate_detections([(dets, truth)], cfg).counts[CAR].num_gt == n_gt
+    with pytest.raises(ConfigError, match="min_visible_pixels"):
+        DetectionEvalConfig(min_visible_pixels=0)
+    with pytest.raises(ConfigError, match="min_visible_pixels"):
+        TrackingEvalConfig(min_visible_pixels=True)
     # one TP of 3 positives, no FP: precision 1 up to recall 1/3 -> 23 bins of 0.9
     assert m.ap[CAR][2.0] == pytest.approx(23 * 0.9 / 81, abs=1e-12)
 

@@ -263,3 +263,29 @@ def test_source_noise_validation() -> None:
         SourceNoise((0.1, 0.0, 0.1), 0.1, 1.0)
     with pytest.raises(ConfigError, match="yaw_std_rad"):
         SourceNoise((0.1, 0.1, 0.1), -1.0, 1.0)
+
+
+def test_single_sensor_penalty_only_where_another_sensor_looked() -> None:
+    """A LiDAR object outside the radar's field of view is not unconfirmed; one inside it
+    that the radar did not report is; an object two sensors report never is."""
+    cfg = OutputLevelConfig(single_sensor_existence_factor=0.5)
+    lidar = [_obj(20.0, 0.0, score=0.8), _obj(-20.0, 0.0, score=0.8), _obj(40.0, 5.0)]
+    radar = [_obj(40.2, 5.1, score=0.8)]
+
+    def radar_fov(xyz: np.ndarray) -> np.ndarray:
+        return xyz[:, 0] > 0.0  # looks forward only
+
+    out = OutputLevelFusion(cfg).fuse({"lidar": lidar, "radar": radar}, 0,
+                                      coverage={"radar": radar_fov})
+    by_x = {round(o.box.center[0]): o for o in out}
+    assert by_x[-20].score == pytest.approx(0.8) and by_x[-20].existence_prob == \
+        pytest.approx(0.8)
+    assert by_x[20].score == pytest.approx(0.4) and by_x[20].existence_prob == \
+        pytest.approx(0.4)
+    assert by_x[40].score == pytest.approx(1 - 0.2 * 0.2)
+    # without coverage every present list covers everything (the radar list is there)
+    out = OutputLevelFusion(cfg).fuse({"lidar": lidar, "radar": radar}, 0)
+    assert {round(o.box.center[0]): round(o.score, 3) for o in out}[-20] == 0.4
+    # a single list: nobody else looked, nothing is unconfirmed
+    out = OutputLevelFusion(cfg).fuse({"lidar": lidar}, 0)
+    assert all(o.score == pytest.approx(0.8) for o in out)
