@@ -10,7 +10,9 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={PACKAGE: ["py.typed", "data/*.yaml"]},
+    # the camera detector's trained weights travel with the code that loads them
+    package_data={PACKAGE: ["py.typed", "data/*.yaml"],
+                  f"{PACKAGE}.detection.camera": ["weights/*.pt", "weights/*.json"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -20,7 +22,7 @@ setup(
     ],
     python_requires=">=3.10",
     install_requires=["numpy", "scipy", "pyyaml", "rosbags>=0.10"],
-    zip_safe=True,
+    zip_safe=False,  # torch.load reads the weights from a real file
     maintainer="mm_perception maintainers",
     maintainer_email="maintainers@mm-perception.dev",
     description="Multimodal camera/LiDAR/radar perception stack for ROS 2",

@@ -7,6 +7,11 @@ Sub-commands::
                              [--out DIR]
     mm-perception synth-bag --rig RIG.yaml --out BAG [--duration S] [--seed N]
                              [--storage mcap|sqlite3|ros1] [--lidar-layout L] [--compressed]
+    mm-perception sim --scenario NAME --seed S --duration SEC --rig RIG.yaml --out BAG
+    mm-perception sim dataset --scenes N [--scenarios ...] --out DIR
+    mm-perception eval --bag BAG [--bag BAG ...] --rig RIG.yaml
+                       [--level data output lidar radar camera] --out DIR
+    mm-perception train camera [...]   (see mm_perception/detection/camera/train.py)
     mm-perception demo [--out DIR]
 
 Errors in the input (a bad rig, a missing or corrupt bag, a bag that does not match the rig)
@@ -275,6 +280,58 @@ def _sim_dataset(args: argparse.Namespace, rig: Any) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- eval
+#: --level value -> the object lists it adds (the per-modality baselines always run)
+_LEVEL_LISTS = {"data": ("data",), "output": ("output",), "lidar": ("lidar",),
+                "radar": ("radar",), "camera": ("camera",)}
+_BASELINES = ("lidar", "radar", "camera")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mm_perception.core.calibration import Rig
+    from mm_perception.eval.report import write_report
+    from mm_perception.eval.runner import EvalRunConfig, iter_bag_paths, run_evaluation
+    from mm_perception.fusion.pipeline import LIST_NAMES, PipelineConfig
+
+    rig = Rig.from_yaml(args.rig)
+    bags = iter_bag_paths(args.bag)
+    wanted = set(_BASELINES)
+    for level in args.level:
+        wanted.update(_LEVEL_LISTS[level])
+    lists = tuple(n for n in LIST_NAMES if n in wanted)
+    config = EvalRunConfig(pipeline=PipelineConfig(lists=lists, track_lists=lists,
+                                                   camera_weights=args.camera_weights),
+                           max_sets_per_bag=args.max_sets)
+    with tqdm(desc="frames", unit="frame", leave=False) as bar:
+        result = run_evaluation(bags, rig, config,
+                                progress=lambda _bag, n: bar.update(n - bar.n))
+    files = write_report(result, rig, Path(args.out))
+    summary = result.summary()
+    print(f"{result.num_frames} frames from {len(bags)} bag(s)")
+    print(f"{'list':<8} {'carAP@2m':>9} {'mAP':>7} {'MOTA':>7} {'IDF1':>7} {'vel.err':>8}")
+    for name, row in summary.items():
+        def f(v: float | None) -> str:
+            return "      -" if v is None else f"{v:7.3f}"
+        print(f"{name:<8} {f(row['car_ap_2m']):>9} {f(row['mean_ap'])} {f(row.get('mota'))} "
+              f"{f(row.get('idf1'))} {f(row.get('track_velocity_error_mps')):>8}")
+    print(f"report: {files['markdown']} (html: {files['html']}, metrics: {files['metrics']})")
+    return 0
+
+
+# ---------------------------------------------------------------------------- train
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.model == "camera":
+        from mm_perception.detection.camera import train as camera_train
+
+        parser = argparse.ArgumentParser(prog="mm-perception train camera",
+                                         description="Train the camera 2D detector.")
+        camera_train.add_arguments(parser)
+        return int(camera_train.run(parser.parse_args(args.options)))
+    raise MMPerceptionError(f"unknown model to train: {args.model!r}")
+
+
 # ---------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from mm_perception.demo import run_demo
@@ -350,9 +407,31 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--platform", choices=["vehicle", "robot"], default="vehicle",
                    help="random scenes for this platform (match the rig)")
 
+    p = sub.add_parser("eval", help="run detectors, fusion and tracking on simulated bags and "
+                                    "score them against the ground truth")
+    p.add_argument("--bag", action="append", required=True,
+                   help="simulated bag (repeat for several; a folder of bags expands)")
+    p.add_argument("--rig", default=str(_default_rig()), help="rig YAML the bags were made with")
+    p.add_argument("--level", nargs="+", choices=sorted(_LEVEL_LISTS), default=["data", "output"],
+                   help="fusion levels to evaluate (LiDAR-, radar- and camera-only baselines "
+                        "always run)")
+    p.add_argument("--out", required=True, help="folder for metrics.json and the report")
+    p.add_argument("--max-sets", type=int, default=0, help="at most N sets per bag (0 = all)")
+    p.add_argument("--camera-weights", help="camera detector weights folder (default: shipped)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("train", help="train a model")
+    train_sub = p.add_subparsers(dest="model", required=True)
+    # the trainer's own options are parsed by its parser (importing it loads torch, which
+    # the other commands should not pay for): `mm-perception train camera --help`
+    t = train_sub.add_parser("camera", help="the 2D camera detector, on simulator images",
+                             add_help=False)
+    t.add_argument("options", nargs=argparse.REMAINDER)
+    t.set_defaults(func=cmd_train)
+
     p = sub.add_parser("demo", help="the main job: make a scene bag, replay it, write a report")
     p.add_argument("--out", default="out/demo")
-    p.add_argument("--duration", type=float, default=4.0)
+    p.add_argument("--duration", type=float, default=6.0)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
     return parser

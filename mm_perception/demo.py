@@ -11,7 +11,11 @@ Steps, each writing into ``OUT``:
 4. ``alignment.png`` — one synchronised set: deskewed LiDAR and radar projected into the camera
    image with the ground-truth boxes, and a bird's-eye view; the visible check that time and
    space alignment hold.
-5. ``report.md`` — the above as a readable report.
+5. ``eval/`` — the perception stack on the scene: camera, LiDAR and radar detectors,
+   data-level fusion (painted LiDAR) and output-level fusion, tracking, scored against the
+   simulator's ground truth (``mm-perception eval``: ``metrics.json``, ``report.md`` /
+   ``report.html``, precision-recall curves, bird's-eye views, camera overlays).
+6. ``report.md`` — the above as a readable report.
 """
 
 from __future__ import annotations
@@ -94,7 +98,7 @@ def _alignment_figure(sset: SensorSet, rig: Any, path: Path,
     return stats
 
 
-def run_demo(out: Path, duration_s: float = 4.0, seed: int = 0,
+def run_demo(out: Path, duration_s: float = 6.0, seed: int = 0,
              scenario_name: str = "highway") -> Path:
     """Run the demo into ``out``; returns the report path."""
     from mm_perception.bag.offline import OfflineReplay
@@ -112,7 +116,7 @@ def run_demo(out: Path, duration_s: float = 4.0, seed: int = 0,
     if bag_path.exists():
         shutil.rmtree(bag_path)  # our own output from an earlier run
     scenario = load_scenario(scenario_name, seed)
-    print(f"[1/4] simulating '{scenario.name}' (seed {seed}, {len(scenario.agents)} agents, "
+    print(f"[1/5] simulating '{scenario.name}' (seed {seed}, {len(scenario.agents)} agents, "
           f"{duration_s} s) with rig {rig_path.name} into {bag_path}")
     sim_summary = record_scenario(scenario, rig, duration_s, bag_path)
     counts = sim_summary.messages
@@ -122,7 +126,7 @@ def run_demo(out: Path, duration_s: float = 4.0, seed: int = 0,
           f"real time)")
     truth = index_by_stamp(load_ground_truth(bag_path))
 
-    print("[2/4] bag info")
+    print("[2/5] bag info")
     with BagSource(bag_path) as bag:
         topics, read_stats = bag.summary(rig)
         info: dict[str, Any] = {
@@ -133,7 +137,7 @@ def run_demo(out: Path, duration_s: float = 4.0, seed: int = 0,
                 "cloud_layouts": bag.cloud_layouts(), "errors": read_stats.errors}
     (out / "info.json").write_text(json.dumps(info, indent=2))
 
-    print("[3/4] offline replay: sync + ego-motion compensation")
+    print("[3/5] offline replay: sync + ego-motion compensation")
     replay = OfflineReplay(rig)
     per_sensor: dict[str, int] = {}
     sets: list[SensorSet] = []
@@ -147,7 +151,7 @@ def run_demo(out: Path, duration_s: float = 4.0, seed: int = 0,
     (out / "replay_summary.json").write_text(json.dumps(summary, indent=2))
     print_offline_summary(summary)
 
-    print("[4/4] alignment figure and report")
+    print("[4/5] alignment figure and report")
     complete = [s for s in sets if s.is_complete]
     figure_stats: dict[str, Any] = {}
     if complete:
@@ -156,6 +160,17 @@ def run_demo(out: Path, duration_s: float = 4.0, seed: int = 0,
         record = truth.get((lidar_name, shown.stamp_ns))
         boxes = [o.box_base for o in record.objects] if record is not None else []
         figure_stats = _alignment_figure(shown, replay.rig, out / "alignment.png", boxes)
+    print("[5/5] perception: detectors, data- and output-level fusion, tracking, evaluation")
+    from mm_perception.eval.report import LIST_TITLES, write_report
+    from mm_perception.eval.runner import run_evaluation
+
+    result = run_evaluation([bag_path], rig)
+    eval_files = write_report(result, rig, out / "eval")
+    headline = result.summary()
+    print(f"{'list':<8} {'carAP@2m':>9} {'mAP':>7} {'MOTA':>7}")
+    for name, row in headline.items():
+        print(f"{name:<8} {_num(row['car_ap_2m']):>9} {_num(row['mean_ap']):>7} "
+              f"{_num(row.get('mota')):>7}")
     report = out / "report.md"
     lines = [
         "# mm_perception demo report", "",
@@ -194,8 +209,25 @@ def run_demo(out: Path, duration_s: float = 4.0, seed: int = 0,
         lines += [f"- {k}: {v}" for k, v in figure_stats.items()]
     else:
         lines.append("No complete set to draw.")
+    lines += ["", "## Perception", "",
+              f"{result.num_frames} frames through the camera, LiDAR and radar detectors, "
+              f"data-level and output-level fusion and tracking, scored against the ground "
+              f"truth within 50 m (full report: [eval/report.md]"
+              f"({eval_files['markdown'].relative_to(out)}), "
+              f"[html]({eval_files['html'].relative_to(out)})).", "",
+              "| list | car AP@2m | mAP | MOTA | track velocity error (m/s) |",
+              "|---|---|---|---|---|"]
+    for name, row in headline.items():
+        lines.append(f"| {LIST_TITLES.get(name, name)} | {_num(row['car_ap_2m'])} | "
+                     f"{_num(row['mean_ap'])} | {_num(row.get('mota'))} | "
+                     f"{_num(row.get('track_velocity_error_mps'))} |")
+    lines += ["", "![bird's-eye view](eval/bev_0.png)", "", "![camera](eval/camera_0.png)"]
     report.write_text("\n".join(lines) + "\n")
     return report
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 __all__ = ["run_demo"]
