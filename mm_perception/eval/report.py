@@ -141,8 +141,8 @@ def plot_bev(frame: PictureFrame, rig: Rig, path: Path, list_name: str = "output
     ax.set_title(f"{Path(frame.bag).name} t={res.stamp_ns * 1e-9:.2f} s — {list_name}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=85)
+    # an equal-aspect axes cannot always be laid out tightly: crop on saving instead
+    fig.savefig(path, dpi=85, bbox_inches="tight")
     plt.close(fig)
 
 
