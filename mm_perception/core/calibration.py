@@ -87,6 +87,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mm_perception.core.camera import DISTORTION_MODELS, CameraModel
+from mm_perception.core.checks import is_real
 from mm_perception.core.errors import ConfigError, ConversionError, KeyedConfigError
 from mm_perception.core.geometry import SE3
 from mm_perception.core.sensor_models import SensorModel, default_sensor_model, parse_sensor_model
@@ -147,11 +148,6 @@ def _show(value: Any) -> str:
 
 def _got(problem: str, value: Any) -> str:
     return f"{problem}, got {_show(value)}"
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
-        value, bool | np.bool_)
 
 
 def _is_int(value: Any) -> bool:
@@ -474,7 +470,7 @@ def _check_keys(m: Mapping[str, Any], key: str, allowed: tuple[str, ...],
 
 
 def _number(value: Any, key: str) -> float:
-    if not _is_real(value):
+    if not is_real(value):
         hint = ""
         if isinstance(value, str):
             try:

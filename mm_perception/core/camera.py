@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from mm_perception.core.checks import is_real
 from mm_perception.core.errors import ConfigError
 
 F64 = npt.NDArray[np.float64]
@@ -80,11 +81,6 @@ def _as_points(values: Any, cols: int, name: str) -> F64:
     return arr
 
 
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
-        value, bool | np.bool_)
-
-
 @dataclass(frozen=True)
 class CameraModel:
     """A calibrated camera: pinhole intrinsics plus an OpenCV-compatible distortion model.
@@ -120,7 +116,7 @@ class CameraModel:
             object.__setattr__(self, name, int(val))
         for name in ("fx", "fy", "cx", "cy"):
             val = getattr(self, name)
-            if not _is_real(val) or not math.isfinite(float(val)):
+            if not is_real(val) or not math.isfinite(float(val)):
                 raise ConfigError(f"CameraModel.{name} must be a finite number, got {val!r}")
             if name in ("fx", "fy") and float(val) <= 0.0:
                 raise ConfigError(f"CameraModel.{name} must be > 0 pixels, got {val!r}")
@@ -135,7 +131,7 @@ class CameraModel:
             raise ConfigError(f"CameraModel.D must be a sequence of numbers, "
                               f"got {self.D!r}") from None
         for c in coeffs:
-            if not _is_real(c) or not math.isfinite(float(c)):
+            if not is_real(c) or not math.isfinite(float(c)):
                 raise ConfigError(f"CameraModel.D must hold finite numbers, got {list(coeffs)!r}")
         expected = DISTORTION_MODELS[model]
         if len(coeffs) != expected:
@@ -416,7 +412,7 @@ class CameraModel:
         Raises:
             ConfigError: ``factor`` not positive and finite, or the image would vanish.
         """
-        if not _is_real(factor) or not math.isfinite(float(factor)) or factor <= 0:
+        if not is_real(factor) or not math.isfinite(float(factor)) or factor <= 0:
             raise ConfigError(f"scale factor must be a positive finite number, got {factor!r}")
         new_w, new_h = round(self.width * factor), round(self.height * factor)
         if new_w < 1 or new_h < 1:

@@ -111,6 +111,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from mm_perception.core.checks import is_real
 from mm_perception.core.errors import ConfigError
 from mm_perception.core.types import Box3D, DetectedObject, ObjectClass
 
@@ -128,11 +129,6 @@ STAT_KEYS: tuple[str, ...] = (
     "obstacle_points", "ground_fallback", "clusters", "rejected_too_few_points",
     "rejected_too_large", "rejected_too_tall", "rejected_floating", "rejected_no_class",
     "rejected_fragment", "output")
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
-        value, bool)
 
 
 @dataclass(frozen=True)
@@ -178,7 +174,7 @@ class ClassSizePrior:
                 raise ConfigError(f"ClassSizePrior({label.value}).{name} must satisfy "
                                   f"0 < lo <= hi (finite), got {value!r}")
             object.__setattr__(self, name, (lo, hi))
-        if not _is_real(self.prior) or not math.isfinite(self.prior) or self.prior <= 0:
+        if not is_real(self.prior) or not math.isfinite(self.prior) or self.prior <= 0:
             raise ConfigError(f"ClassSizePrior({label.value}).prior must be a finite number "
                               f"> 0, got {self.prior!r}")
         object.__setattr__(self, "prior", float(self.prior))
@@ -336,7 +332,7 @@ class LidarDetectorConfig:
     def __post_init__(self) -> None:
         def real(name: str, lo: float, hi: float = math.inf, *, lo_open: bool = True) -> None:
             value = getattr(self, name)
-            ok = _is_real(value) and math.isfinite(value) and value <= hi and (
+            ok = is_real(value) and math.isfinite(value) and value <= hi and (
                 value > lo if lo_open else value >= lo)
             if not ok:
                 bound = f"{'>' if lo_open else '>='} {lo}" + (

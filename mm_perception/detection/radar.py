@@ -129,6 +129,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from mm_perception.core.checks import is_real
 from mm_perception.core.ego_motion import compensate_doppler
 from mm_perception.core.errors import ConfigError
 from mm_perception.core.geometry import SE3
@@ -170,11 +171,6 @@ _PRIOR = {ObjectClass.CAR: 0.55, ObjectClass.TRUCK: 0.08, ObjectClass.BUS: 0.07,
 _SIZE = {ObjectClass.CAR: (4.4, 1.85, 1.55), ObjectClass.TRUCK: (8.5, 2.5, 3.4),
          ObjectClass.BUS: (11.25, 2.55, 3.15), ObjectClass.PEDESTRIAN: (0.58, 0.58, 1.75),
          ObjectClass.CYCLIST: (1.75, 0.62, 1.75)}
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
-        value, bool | np.bool_)
 
 
 @dataclass(frozen=True)
@@ -302,7 +298,7 @@ class RadarDetectorConfig:
                   "score_per_db", "score_moving", "score_per_residual", "score_single")
         for name in (*positive, *non_negative, *finite):
             value = getattr(self, name)
-            if not _is_real(value) or not math.isfinite(value):
+            if not is_real(value) or not math.isfinite(value):
                 raise ConfigError(f"RadarDetectorConfig.{name} must be a finite number, "
                                   f"got {value!r}")
             if name in positive and value <= 0:
@@ -320,7 +316,7 @@ class RadarDetectorConfig:
                                   f"got {value!r}")
             object.__setattr__(self, name, int(value))
         floor = self.class_prob_floor
-        if not _is_real(floor) or not 0.0 <= floor < 1.0:
+        if not is_real(floor) or not 0.0 <= floor < 1.0:
             raise ConfigError(f"RadarDetectorConfig.class_prob_floor must be in [0, 1), "
                               f"got {floor!r}")
         object.__setattr__(self, "class_prob_floor", float(floor))
@@ -364,7 +360,7 @@ class RadarDetectorConfig:
     def _per_class(self, name: str, lo_open: float | None) -> Mapping[ObjectClass, float]:
         out: dict[ObjectClass, float] = {}
         for cls, value in self._class_items(name).items():
-            if not _is_real(value) or not math.isfinite(value) or (
+            if not is_real(value) or not math.isfinite(value) or (
                     lo_open is not None and value <= lo_open):
                 bound = "" if lo_open is None else f" > {lo_open:g}"
                 raise ConfigError(f"RadarDetectorConfig.{name}[{cls.value}] must be a finite "

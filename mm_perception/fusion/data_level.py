@@ -50,6 +50,7 @@ import numpy.typing as npt
 
 from mm_perception.core.calibration import Rig
 from mm_perception.core.camera import CameraModel
+from mm_perception.core.checks import is_real
 from mm_perception.core.ego_motion import OdometryBuffer, compensate_doppler, deskew_points
 from mm_perception.core.errors import ConfigError, EgoMotionError
 from mm_perception.core.geometry import SE3
@@ -70,11 +71,6 @@ _RGB_CHANNELS: Mapping[str, tuple[int, int, int]] = MappingProxyType({
 _MAX_SPLAT_RADIUS_PX = 32
 #: coarse z cull slack, metres: far above float64 rounding of a translation add
 _Z_SLACK_M = 1e-6
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
-        value, bool | np.bool_)
 
 
 # ---------------------------------------------------------------------------- config
@@ -117,11 +113,11 @@ class DataLevelConfig:
 
     def __post_init__(self) -> None:
         lo = self.min_depth_m
-        if not _is_real(lo) or not math.isfinite(float(lo)) or float(lo) <= 0.0:
+        if not is_real(lo) or not math.isfinite(float(lo)) or float(lo) <= 0.0:
             raise ConfigError(f"DataLevelConfig.min_depth_m must be a finite number > 0 "
                               f"(metres), got {lo!r}")
         hi = self.max_depth_m
-        if not _is_real(hi) or math.isnan(float(hi)) or float(hi) <= float(lo):
+        if not is_real(hi) or math.isnan(float(hi)) or float(hi) <= float(lo):
             raise ConfigError(f"DataLevelConfig.max_depth_m must be a number > min_depth_m="
                               f"{lo!r} (metres, inf allowed), got {hi!r}")
         object.__setattr__(self, "min_depth_m", float(lo))

@@ -61,6 +61,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from mm_perception.core.checks import is_real
 from mm_perception.core.errors import ConfigError
 from mm_perception.core.types import Box3D, DetectedObject, ObjectClass, SensorKind
 from mm_perception.tracking.association import (
@@ -81,11 +82,6 @@ _NO_RANK = 1_000
 
 #: which ``(N, 3)`` float64 positions (fusion frame, metres) a sensor could have seen
 Coverage = Callable[[F64], npt.NDArray[np.bool_]]
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
-        value, bool | np.bool_)
 
 
 def _wrap(angle: F64) -> F64:
@@ -109,13 +105,13 @@ class SourceNoise:
 
     def __post_init__(self) -> None:
         pos = tuple(self.position_std_m)
-        if len(pos) != 3 or not all(_is_real(v) and math.isfinite(v) and v > 0 for v in pos):
+        if len(pos) != 3 or not all(is_real(v) and math.isfinite(v) and v > 0 for v in pos):
             raise ConfigError(f"SourceNoise.position_std_m must be 3 finite numbers > 0 "
                               f"(metres), got {self.position_std_m!r}")
         object.__setattr__(self, "position_std_m", tuple(float(v) for v in pos))
         for name in ("yaw_std_rad", "velocity_std_mps"):
             value = getattr(self, name)
-            if not _is_real(value) or not math.isfinite(value) or value <= 0:
+            if not is_real(value) or not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"SourceNoise.{name} must be a finite number > 0, "
                                   f"got {value!r}")
             object.__setattr__(self, name, float(value))
@@ -192,17 +188,17 @@ class OutputLevelConfig:
     def __post_init__(self) -> None:
         for name in ("gate", "max_distance_m", "unknown_velocity_std_mps"):
             value = getattr(self, name)
-            if not _is_real(value) or not math.isfinite(value) or value <= 0:
+            if not is_real(value) or not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"OutputLevelConfig.{name} must be a finite number > 0, "
                                   f"got {value!r}")
             object.__setattr__(self, name, float(value))
         fac = self.single_sensor_existence_factor
-        if not _is_real(fac) or not 0.0 < fac <= 1.0:
+        if not is_real(fac) or not 0.0 < fac <= 1.0:
             raise ConfigError(f"OutputLevelConfig.single_sensor_existence_factor must be a "
                               f"number in (0, 1], got {fac!r}")
         object.__setattr__(self, "single_sensor_existence_factor", float(fac))
         floor = self.class_prob_floor
-        if not _is_real(floor) or not 0.0 < floor < 1.0:
+        if not is_real(floor) or not 0.0 < floor < 1.0:
             raise ConfigError(f"OutputLevelConfig.class_prob_floor must be a number in "
                               f"(0, 1), got {floor!r}")
         object.__setattr__(self, "class_prob_floor", float(floor))

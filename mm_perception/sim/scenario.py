@@ -61,6 +61,7 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
+from mm_perception.core.checks import is_real
 from mm_perception.core.errors import KeyedConfigError
 from mm_perception.core.types import ObjectClass
 from mm_perception.core.yaml_io import load_yaml_file
@@ -86,14 +87,9 @@ PLATFORMS = ("vehicle", "robot")
 # ---------------------------------------------------------------------------- validation
 
 
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
-        value, bool | np.bool_)
-
-
 def _num(key: str, value: Any, lo: float = -math.inf, hi: float = math.inf,
          lo_open: bool = False, allow_inf: bool = False) -> float:
-    if not _is_real(value):
+    if not is_real(value):
         raise KeyedConfigError(key, f"expected a number, got {value!r}")
     out = float(value)
     if math.isnan(out) or (math.isinf(out) and not allow_inf):
