@@ -202,10 +202,10 @@ def run_evaluation(bags: Sequence[str | Path], rig: Rig, config: EvalRunConfig |
     pictures: list[PictureFrame] = []
     replay_summaries: dict[str, Any] = {}
     n_frames = no_truth = 0
+    reference = sync_config_for_rig(rig).reference
     for b, bag in enumerate(bags):
         bag = Path(bag)
         truth_index = index_by_stamp(load_ground_truth(bag))
-        reference = sync_config_for_rig(rig).reference
         replay = OfflineReplay(rig, OfflineConfig(max_sets=cfg.max_sets_per_bag))
         pipe.reset()
         kept: list[tuple[int, FrameResult, tuple[GroundTruthObject, ...], SensorSet]] = []

@@ -451,10 +451,12 @@ class PerceptionPipeline:
         t0 = time.perf_counter()
         ego = self._ego_at(stamp, sensor_set, odometry)
         T_world_base: SE3 | None = None
+        pose_failed = False
         if odometry is not None and len(odometry):
             try:
                 T_world_base = odometry.pose_at(stamp)
             except EgoMotionError as exc:
+                pose_failed = True
                 notes.append(f"tracking: no ego pose at the set stamp ({exc}); this frame "
                              f"is not tracked")
         elif ego is not None:
@@ -465,11 +467,9 @@ class PerceptionPipeline:
             if name not in objects:
                 continue
             if T_world_base is None:
-                if odometry is None and sensor_set.ego is None:
-                    # no ego motion known at all: track in base_link (a parked sensor rig)
-                    tracks[name] = trk.update(objects[name], stamp)
-                    continue
-                tracks[name] = []
+                # a pose lookup that failed skips the frame; no ego motion known at all (no
+                # odometry, no ego state: a parked sensor rig) tracks in base_link
+                tracks[name] = [] if pose_failed else trk.update(objects[name], stamp)
                 continue
             world = transform_objects(objects[name], T_world_base, world_frame)
             live = trk.update(world, stamp)

@@ -109,6 +109,21 @@ def test_camera_less_set_detects_the_car_with_lidar(rig: Rig) -> None:
     assert np.hypot(*(confirmed[0].object.box.center[:2] - [15.0, 3.0])) < 1.5
 
 
+def test_without_any_ego_motion_tracks_in_base_link(rig: Rig) -> None:
+    """No odometry messages (an empty buffer, as a bag without /odom gives) and no ego state:
+    the rig is taken as parked and the objects are still tracked."""
+    pipe = PerceptionPipeline(rig, PipelineConfig(lists=("lidar",), track_lists=("lidar",)))
+    rng = np.random.default_rng(3)
+    result = None
+    for k in range(1, 6):
+        stamp = k * 100_000_000
+        sset = SensorSet(stamp, lidars={"lidar_top": _cloud(_car_points(rig, (15.0, 3.0), rng),
+                                                            stamp)})
+        result = pipe.process(sset, OdometryBuffer())
+    assert result is not None
+    assert any(t.status is TrackStatus.CONFIRMED for t in result.tracks["lidar"])
+
+
 def test_nan_points_and_empty_cloud_do_not_raise(rig: Rig,
                                                  pipeline: PerceptionPipeline) -> None:
     pipeline.reset()
