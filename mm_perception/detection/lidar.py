@@ -75,7 +75,11 @@ Algorithm (:meth:`LidarDetector.detect`):
    (``length >= width``) and the yaw is reported in ``(-pi/2, pi/2]``. A parked or oncoming
    car therefore comes out with its yaw off by ``pi``; the tracker resolves the direction
    from motion. An occluded car showing two faces of about its width each (1.8 x 1.8 m) is
-   read with the heading along the shorter face.
+   read with the heading along the shorter face. A near-square footprint (shorter extent at
+   least ``square_ratio`` of the longer) seen along one of its axes (the line of sight within
+   ``los_axis_deg`` of it) is a car seen head-on or from behind, whose hood, windscreen and
+   roof make the extent along the line of sight as long as the visible face: the face is
+   the extent across the line of sight, whichever is longer.
 8. **Uncertainty.** ``covariance`` is ``(6, 6)`` over ``(x, y, z, yaw, vx, vy)``: the
    position standard deviation grows linearly with range and shrinks with ``1/sqrt`` of the
    point count, with an extra term along an axis the box was extended on; the yaw standard
@@ -259,6 +263,9 @@ class LidarDetectorConfig:
         upper_part_fraction: points above this fraction of a cluster's top height form its
             upper part (see ``ClassSizePrior.upper_span``).
         span_sigma: scale of the penalty on the upper part's span outside a class's range.
+        square_ratio: a footprint whose shorter extent is at least this fraction of the
+            longer is near-square (see the heading notes), in (0, 1].
+        los_axis_deg: a line of sight within this angle of a footprint axis is along it, deg.
         min_class_likelihood: clusters whose best size compatibility is lower are dropped.
         fragment_margin_m: a detection whose point centroid lies within this distance of a
             larger detection's box is a fragment of it and is dropped, m, when it is thinner than
@@ -314,6 +321,8 @@ class LidarDetectorConfig:
     height_sigma_m: float = 0.3
     upper_part_fraction: float = 0.6
     span_sigma: float = 0.1
+    square_ratio: float = 0.7
+    los_axis_deg: float = 25.0
     min_class_likelihood: float = 0.05
     fragment_margin_m: float = 0.25
     fragment_max_depth_m: float = 0.15
@@ -367,6 +376,8 @@ class LidarDetectorConfig:
         real("vertical_resolution_deg", 0.0, 30.0)
         real("min_class_likelihood", 0.0, 1.0, lo_open=False)
         real("upper_part_fraction", 0.0, 1.0, lo_open=False)
+        real("square_ratio", 0.0, 1.0)
+        real("los_axis_deg", 0.0, 45.0, lo_open=False)
         real("min_score", 0.0, 1.0, lo_open=False)
         if self.max_z_m <= self.min_z_m:
             raise ConfigError(f"LidarDetectorConfig.max_z_m ({self.max_z_m!r}) must be > "
@@ -780,14 +791,25 @@ class LidarDetector:
         height = np.maximum.reduceat(cl.h, starts)
         sx, sy = cfg.sensor_xy_m
         rng_m = np.hypot(mx - sx, my - sy)
-        # the long observed side is the "face"; the short one the visible depth
-        face = np.maximum(ext1, ext2)
-        depth = np.minimum(ext1, ext2)
-        too_large = face > cfg.max_cluster_extent_m
+        # the long observed side is the "face"; the short one the visible depth, except for
+        # a near-square footprint seen along an axis (head-on / from behind: the face is
+        # across the line of sight; module notes)
+        face_axis_1 = ext1 >= ext2
+        los = np.arctan2(my - sy, mx - sx) - theta
+        los_to_1 = np.abs(np.arctan2(np.sin(los), np.cos(los)))  # [0, pi]
+        los_to_1 = np.minimum(los_to_1, math.pi - los_to_1)      # [0, pi/2]
+        near_square = np.minimum(ext1, ext2) >= cfg.square_ratio * np.maximum(ext1, ext2)
+        tol_axis = math.radians(cfg.los_axis_deg)
+        face_axis_1 = np.where(near_square & (los_to_1 <= tol_axis), False, face_axis_1)
+        face_axis_1 = np.where(near_square & (los_to_1 >= 0.5 * math.pi - tol_axis), True,
+                               face_axis_1)
+        face = np.where(face_axis_1, ext1, ext2)
+        depth = np.where(face_axis_1, ext2, ext1)
+        too_large = np.maximum(ext1, ext2) > cfg.max_cluster_extent_m
         # span of the upper part of the object along its face, as a fraction of the face:
         # a car's cabin spans most of its rear (or half its side), a cyclist's rider only a
         # small part of the bicycle's length
-        c_face = np.where((ext1 >= ext2)[seg], c1, c2)
+        c_face = np.where(face_axis_1[seg], c1, c2)
         upper = cl.h > cfg.upper_part_fraction * height[seg]
         up_hi = np.maximum.reduceat(np.where(upper, c_face, -np.inf), starts)
         up_lo = np.minimum.reduceat(np.where(upper, c_face, np.inf), starts)
@@ -833,8 +855,9 @@ class LidarDetector:
                 continue
             obj = self._box_object(
                 ci, label, score, float(existence[k]), prob, bool(face_is_length[k, ci]),
-                theta[k], (lo1[k], hi1[k], lo2[k], hi2[k]), (mx[k], my[k]), float(height[k]),
-                float(rng_m[k]), int(counts[k]), plane, stamp_ns, sensor)
+                bool(face_axis_1[k]), theta[k], (lo1[k], hi1[k], lo2[k], hi2[k]),
+                (mx[k], my[k]), float(height[k]), float(rng_m[k]), int(counts[k]), plane,
+                stamp_ns, sensor)
             out.append(obj)
             # thin planar strips and small clusters may be pieces of a bigger object
             fragment_like.append(bool(min(ext1[k], ext2[k]) < cfg.fragment_max_depth_m
@@ -940,7 +963,8 @@ class LidarDetector:
         return out
 
     def _box_object(self, ci: int, label: ObjectClass, score: float,
-                    existence: float, prob: F64, face_is_length: bool, theta: float,
+                    existence: float, prob: F64, face_is_length: bool, face_axis_1: bool,
+                    theta: float,
                     bounds: tuple[float, float, float, float], mean: tuple[float, float],
                     height: float, rng_m: float, n: int, plane: _Plane, stamp_ns: int,
                     sensor: str) -> DetectedObject:
@@ -950,8 +974,6 @@ class LidarDetector:
         lo1, hi1, lo2, hi2 = bounds
         e1 = np.array([math.cos(theta), math.sin(theta)])
         e2 = np.array([-e1[1], e1[0]])
-        # observed face = the longer of the two axes
-        face_axis_1 = (hi1 - lo1) >= (hi2 - lo2)
         heading_is_1 = face_axis_1 == face_is_length
         if heading_is_1:
             u, v, (ulo, uhi), (vlo, vhi) = e1, e2, (lo1, hi1), (lo2, hi2)

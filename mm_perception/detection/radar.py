@@ -53,9 +53,16 @@ Algorithm (:meth:`RadarDetector.detect`):
    ``v = (radial speed) * u_mean`` with a covariance that is small along the line of sight
    and large across it; a wide cluster (a near crossing car) gets its full 2D velocity.
    ``s`` is ``doppler_std_mps`` inflated to the fit's residual RMS when that is larger (the
-   Doppler of a target's points disagrees when it turns or the clustering is wrong). The
-   ego velocity's error is added (the compensation inherits it): the ``vx, vy`` block of
-   the ego's twist covariance when given, else ``ego_velocity_std_mps^2``.
+   Doppler of a target's points disagrees when it turns or the clustering is wrong). A
+   turning target breaks the rigid-translation model in a way the residual cannot show: its
+   yaw rate ``w`` adds ``w`` times the cross-range offset to each point's radial velocity, a
+   Doppler slope over azimuth that the fit reads as cross-range velocity ``w * range`` (a
+   car turning at 0.5 rad/s 20 m away looks 10 m/s off). So the weakly resolved direction
+   (the cross-range one) gets the model variance ``(yaw_rate_std_radps * range)^2`` on top,
+   before the observed test: beyond a few tens of metres only the radial component is
+   trusted. The ego velocity's error is added (the compensation inherits it): the
+   ``vx, vy`` block of the ego's twist covariance when given, else
+   ``ego_velocity_std_mps^2``.
 4. **Static or moving.** A cluster is *moving* when its velocity is both above
    ``static_speed_mps`` and ``moving_min_sigma`` standard deviations away from zero.
    Parked cars are real objects (class car with zero velocity), so static clusters are not
@@ -193,6 +200,8 @@ class RadarDetectorConfig:
         max_observed_velocity_std_mps: velocity directions resolved worse than this are
             unobserved (prior), m/s (> 0).
         unobserved_velocity_std_mps: prior std of an unobserved velocity component, m/s.
+        yaw_rate_std_radps: 1-sigma yaw rate of a target (model error of the rigid
+            translation fit: cross-range velocity error ``yaw_rate * range``), rad/s (>= 0).
         ego_velocity_std_mps: extra 1-sigma error of the ego velocity used for compensation,
             added to the velocity covariance when the ego state has no twist covariance.
         static_speed_mps: speed below which a cluster counts as static, m/s (> 0).
@@ -242,6 +251,7 @@ class RadarDetectorConfig:
     azimuth_std_deg: float = 1.5
     max_observed_velocity_std_mps: float = 3.0
     unobserved_velocity_std_mps: float = 8.0
+    yaw_rate_std_radps: float = 0.15
     ego_velocity_std_mps: float = 0.1
     static_speed_mps: float = 0.5
     moving_min_sigma: float = 3.0
@@ -289,6 +299,7 @@ class RadarDetectorConfig:
                     "max_range_m", "min_range_m", "max_extent_m", "static_max_extent_m",
                     "z_std_m")
         non_negative = ("cluster_doppler_per_rad_mps", "ego_velocity_std_mps",
+                        "yaw_rate_std_radps",
                         "moving_min_sigma", "yaw_min_speed_mps",
                         "push_back_scale", "push_back_scale_no_heading", "extent_std_fraction",
                         "extent_std_fraction_no_heading", "sample_std_fraction",
@@ -576,7 +587,7 @@ class RadarDetector:
         xy = p[:, :2]
         az = np.arctan2(u[:, 1], u[:, 0])
         lab, real = self._cluster(xy, vr, az, cfg.cluster_eps_xy_m)
-        cl = self._fit(lab, real, xy, u, vr, rcs, ego)
+        cl = self._fit(lab, real, xy, u, vr, rcs, ego, radar_xy)
         split = real & ~cl.moving & (cl.extent > cfg.static_split_extent_m)
         if np.any(split):
             pts = split[lab]
@@ -588,7 +599,7 @@ class RadarDetector:
             lab = renum[lab]
             lab[pts] = sub_lab + kept.shape[0]
             real = np.concatenate([real[kept], sub_real])
-            cl = self._fit(lab, real, xy, u, vr, rcs, ego)
+            cl = self._fit(lab, real, xy, u, vr, rcs, ego, radar_xy)
         k = real.shape[0]
         stats["clusters"] = k
         n, speed, moving, rcs_k, extent = cl.n, cl.speed, cl.moving, cl.rcs_k, cl.extent
@@ -625,7 +636,7 @@ class RadarDetector:
         return objects
 
     def _fit(self, lab: I64, real: B, xy: F64, u: F64, vr: F64, rcs: F64,
-             ego: EgoState) -> _Clusters:
+             ego: EgoState, radar_xy: F64) -> _Clusters:
         """Per-cluster velocity, motion state, RCS and geometry (batched over clusters).
 
         Args:
@@ -637,10 +648,12 @@ class RadarDetector:
             vr: ``(M,)`` float64 compensated (over-ground) radial velocity, m/s.
             rcs: ``(M,)`` float64 RCS, dBsm.
             ego: the ego state (its twist covariance, if any).
+            radar_xy: ``(2,)`` float64 BEV position of the radar, ``base_link``, m.
         """
         cfg = self._config
         k = real.shape[0]
         n = np.bincount(lab, minlength=k).astype(np.float64)
+        rng = np.bincount(lab, np.hypot(*(xy - radar_xy[None]).T), k) / np.maximum(n, 1.0)
         # 3: velocity, batched 2x2 least squares in information form
         S = np.empty((k, 2, 2))
         S[:, 0, 0] = np.bincount(lab, u[:, 0] * u[:, 0], k)
@@ -650,7 +663,11 @@ class RadarDetector:
                              np.bincount(lab, u[:, 1] * vr, k)])
         lam, E = np.linalg.eigh(S)  # ascending eigenvalues, eigenvectors in columns
         s2 = cfg.doppler_std_mps ** 2
-        observed = lam * cfg.max_observed_velocity_std_mps ** 2 >= s2
+        # variance per eigen-direction before the residual test: Doppler noise, plus the
+        # turning-target model error on the weakly resolved (cross-range) one, lam[:, 0]
+        model_var = np.zeros((k, 2))
+        model_var[:, 0] = (cfg.yaw_rate_std_radps * rng) ** 2
+        observed = s2 + lam * model_var[:, :] <= lam * cfg.max_observed_velocity_std_mps ** 2
         safe_lam = np.where(observed, lam, 1.0)
         # component along each eigenvector; 0 (the prior mean) where unobserved
         coef = np.where(observed, np.einsum("kij,ki->kj", E, b) / safe_lam, 0.0)
@@ -660,7 +677,7 @@ class RadarDetector:
         dof = n - observed.sum(axis=1)
         rms = np.sqrt(np.where(dof > 0, rss / np.maximum(dof, 1.0), 0.0))
         s2_eff = np.maximum(s2, rms ** 2)
-        var = np.where(observed, s2_eff[:, None] / safe_lam,
+        var = np.where(observed, s2_eff[:, None] / safe_lam + model_var,
                        cfg.unobserved_velocity_std_mps ** 2)
         P_v = np.einsum("kij,kj,klj->kil", E, var, E) + self._ego_velocity_cov(ego)[None]
         speed = np.hypot(v[:, 0], v[:, 1])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -273,6 +274,26 @@ def test_partially_visible_car_is_extended_away_from_sensor(detector: LidarDetec
     # the completion is uncertain along the heading: larger variance along x than y
     assert obj.covariance is not None
     assert obj.covariance[0, 0] > obj.covariance[1, 1]
+
+
+def test_car_seen_head_on_with_near_square_footprint_keeps_heading_along_line_of_sight(
+) -> None:
+    """Regression (simulator, intersection seed 511, frame 14): a car following 20.8 m
+    behind shows its front face (1.6 m) plus bonnet and windscreen, 2.0 m deep along the
+    line of sight. Reading the longer extent as the face turned the box by 90 degrees and
+    its centre jumped from side to side between frames; the line-of-sight rule keeps the
+    heading along the line of sight and extends the box away from the sensor."""
+    pts = np.load(Path(__file__).resolve().parents[1] / "data"
+                  / "lidar_car_behind_headon.npy")
+    cloud = np.concatenate([scan([]), pts])
+    obj = nearest(LidarDetector().detect(cloud, 0), -20.0, 0.0)
+    assert obj.label is ObjectClass.CAR
+    assert yaw_error_mod_pi(obj.box.yaw, 0.0) < math.radians(10.0)
+    assert abs(obj.box.center[0] - (-20.8)) < 1.0 and abs(obj.box.center[1]) < 0.3
+    # without the rule (no footprint counts as near-square) the box is turned
+    old = nearest(LidarDetector(LidarDetectorConfig(square_ratio=1.0)).detect(cloud, 0),
+                  -20.0, 0.0)
+    assert yaw_error_mod_pi(old.box.yaw, 0.0) > math.radians(60.0)
 
 
 def test_car_on_the_left_is_extended_to_the_left(detector: LidarDetector) -> None:

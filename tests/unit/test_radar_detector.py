@@ -157,6 +157,31 @@ def test_crossing_target_with_wide_azimuth_spread_recovers_full_2d_velocity() ->
     assert det.stats["moving"] == 1 and det.stats["static"] == 0
 
 
+def test_turning_target_cross_range_error_is_covered_by_the_covariance() -> None:
+    """A turning car's yaw rate adds a Doppler slope over azimuth that a rigid-translation
+    fit reads as cross-range velocity (``yaw_rate * range``): the covariance must cover it
+    (here it is beyond the observed limit, so only the radial part is reported)."""
+    ego = ego_state(v=0.0)
+    centre = np.array([20.0, -7.0, 0.6])
+    v_c = np.array([0.0, 7.0, 0.0])
+    omega = np.array([0.0, 0.0, 0.6])  # turning left at 0.6 rad/s
+    pts = face_points((18.0, -8.0), (22.0, -6.0), 8)  # its side, ~12 degrees of azimuth
+    vel = v_c + np.cross(omega, pts - centre)  # rigid-body point velocities
+    objs = RadarDetector().detect(make_scan(pts, vel, 6.0, ego), T_FRONT, ego)
+    assert len(objs) == 1
+    obj = objs[0]
+    check_object(obj)
+    err = obj.velocity[:2] - v_c[:2]
+    P = obj.covariance[4:, 4:]
+    # the error is plausible under the reported covariance (chi-square 2 dof, 99.9 %) ...
+    assert err @ np.linalg.solve(P, err) < 13.8
+    # ... whereas a covariance without the turning model error would call it impossible
+    cfg = RadarDetectorConfig(yaw_rate_std_radps=0.0)
+    naive = RadarDetector(cfg).detect(make_scan(pts, vel, 6.0, ego), T_FRONT, ego)[0]
+    err0 = naive.velocity[:2] - v_c[:2]
+    assert err0 @ np.linalg.solve(naive.covariance[4:, 4:], err0) > 13.8
+
+
 def test_distant_target_gives_radial_component_with_covariance_wide_across_line_of_sight(
 ) -> None:
     ego = ego_state(v=25.0, yaw_rate=0.02)
