@@ -177,6 +177,9 @@ class TrackerConfig:
         clutter_density_per_m2: expected false detections per square metre of BEV in one
             detection list (existence likelihood ratio), > 0.
         birth_existence: existence of a new track from a detection of confidence 1, (0, 1).
+        birth_min_confidence: a detection whose confidence ``score * existence_prob`` is
+            below this updates tracks but does not start one, [0, 1) (a single weak sensor's
+            report, e.g. a lone radar cluster, confirms an object but does not found one).
         confirm_existence: existence a tentative track needs to be confirmed, [0, 1).
         survival_per_s: probability an object still exists after one second, (0, 1].
         label_confidence: class probability given to a detection's label when it has no
@@ -211,8 +214,9 @@ class TrackerConfig:
     yaw_pi_ambiguous: bool = True
     size_smoothing: float = 0.3
     detection_prob: float = 0.9
-    clutter_density_per_m2: float = 1e-4
+    clutter_density_per_m2: float = 1e-2
     birth_existence: float = 0.3
+    birth_min_confidence: float = 0.1
     confirm_existence: float = 0.9
     survival_per_s: float = 0.99
     label_confidence: float = 0.7
@@ -238,8 +242,9 @@ class TrackerConfig:
             _require(_is_real(val) and 0 < val < 1, key, val, "in (0, 1)")
         _require(_is_real(self.clutter_density_per_m2) and self.clutter_density_per_m2 > 0,
                  "clutter_density_per_m2", self.clutter_density_per_m2, "a finite number > 0")
-        _require(_is_real(self.confirm_existence) and 0 <= self.confirm_existence < 1,
-                 "confirm_existence", self.confirm_existence, "in [0, 1)")
+        for key in ("confirm_existence", "birth_min_confidence"):
+            val = getattr(self, key)
+            _require(_is_real(val) and 0 <= val < 1, key, val, "in [0, 1)")
         _require(_is_real(self.survival_per_s) and 0 < self.survival_per_s <= 1,
                  "survival_per_s", self.survival_per_s, "in (0, 1]")
         _require(_is_real(self.size_smoothing) and 0 < self.size_smoothing <= 1,
@@ -592,7 +597,7 @@ class MultiObjectTracker:
         matches = np.concatenate(matched)
         if len(matches):
             self._apply_matches(matches[:, 0], matches[:, 1], det, stamp)
-        free = np.ones(n_d, dtype=bool)
+        free = det.conf >= self.config.birth_min_confidence
         free[matches[:, 1]] = False
         if free.any():
             self._birth(np.flatnonzero(free), det)

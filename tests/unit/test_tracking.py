@@ -537,6 +537,26 @@ def test_an_object_seen_once_is_never_confirmed() -> None:
     assert trk.stats["confirmations"] == 0
 
 
+def test_weak_detections_update_tracks_but_do_not_start_them() -> None:
+    """``birth_min_confidence``: a lone weak report (a radar-only cluster, score 0.05) never
+    founds a track, however often it repeats, but it keeps an existing track alive."""
+    cfg = TrackerConfig(birth_min_confidence=0.1)
+    trk = MultiObjectTracker(cfg)
+    for k in range(6):  # a persistent weak ghost: never a track
+        assert trk.update([det(20.0, 5.0, score=0.05)], ns(k)) == []
+    assert trk.stats["births"] == 0
+    # a strong detection founds the track, weak ones then update it
+    trk = MultiObjectTracker(cfg)
+    for k in range(4):
+        trk.update([det(10.0 + 0.5 * k, 0.0, cov=cov6())], ns(k))
+    for k in range(4, 12):
+        (t,) = trk.update([det(10.0 + 0.5 * k, 0.0, cov=cov6(), score=0.05)], ns(k))
+        assert t.status is TrackStatus.CONFIRMED and t.misses == 0
+    assert trk.stats["births"] == 1
+    with pytest.raises(ConfigError, match="birth_min_confidence"):
+        TrackerConfig(birth_min_confidence=1.0)
+
+
 def _clutter_run(seed: int, n_false: int, cfg: TrackerConfig) -> tuple[set[int], int]:
     """One true car and ``n_false`` false alarms per frame spread over 200 m x 200 m."""
     rng = np.random.default_rng(seed)
