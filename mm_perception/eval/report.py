@@ -211,6 +211,7 @@ def metrics_dict(result: EvalResult) -> dict[str, Any]:
         "lists": list(result.lists), "summary": result.summary(),
         "detection": {n: m.to_dict() for n, m in result.detection.items()},
         "tracking": {n: m.to_dict() for n, m in result.tracking.items()},
+        "tracking_radar_fov": {n: m.to_dict() for n, m in result.tracking_radar_fov.items()},
         "timings_ms_median": dict(result.timings_ms),
         "notes": dict(result.notes), "replay": dict(result.replay),
     }
@@ -251,11 +252,13 @@ def _markdown(result: EvalResult, pictures: Sequence[str]) -> str:
         lines += ["", "## Tracking (confirmed tracks)", ""]
         rows = []
         for name, t in result.tracking.items():
+            fov = result.tracking_radar_fov.get(name)
             rows.append([name, _fmt(t.mota), _fmt(t.motp, 2), _fmt(t.idf1),
                          str(t.num_switches), str(t.num_false_positives), str(t.num_misses),
-                         _fmt(t.velocity_error, 2)])
+                         _fmt(t.velocity_error, 2),
+                         _fmt(None if fov is None else fov.velocity_error, 2)])
         lines += _table(["list", "MOTA", "MOTP m", "IDF1", "ID sw.", "FP", "misses",
-                         "vel. err m/s"], rows)
+                         "vel. err m/s", "vel. err in radar FOV m/s"], rows)
     if result.timings_ms:
         lines += ["", "## Median time per frame (ms)", ""]
         lines += _table(list(result.timings_ms),

@@ -22,9 +22,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mm_perception.core.calibration import Rig
 from mm_perception.core.errors import BagError, ConfigError
-from mm_perception.core.types import CameraFrame, DetectedObject, ObjectClass, SensorSet, Track
+from mm_perception.core.types import (
+    CameraFrame,
+    DetectedObject,
+    ObjectClass,
+    SensorKind,
+    SensorSet,
+    Track,
+)
 from mm_perception.eval.detection_metrics import (
     DetectionEvalConfig,
     DetectionMetrics,
@@ -35,7 +44,12 @@ from mm_perception.eval.tracking_metrics import (
     TrackingMetrics,
     evaluate_tracking,
 )
-from mm_perception.fusion.pipeline import FrameResult, PerceptionPipeline, PipelineConfig
+from mm_perception.fusion.pipeline import (
+    FrameResult,
+    PerceptionPipeline,
+    PipelineConfig,
+    sensor_coverage,
+)
 from mm_perception.sim.ground_truth import GroundTruthFrame, GroundTruthObject, load_ground_truth
 
 LOG = logging.getLogger(__name__)
@@ -94,6 +108,10 @@ class EvalResult:
         pictures: frames kept for pictures.
         notes: distinct pipeline notes with their counts.
         replay: bag -> the offline replay summary.
+        tracking_radar_fov: list name -> tracking metrics against the ground truth inside a
+            radar's field of view only (where radar velocity can help; its velocity error
+            is the like-for-like comparison of the lists' velocity estimates). Empty when
+            the rig has no radar.
     """
 
     detection: Mapping[str, DetectionMetrics]
@@ -106,6 +124,7 @@ class EvalResult:
     pictures: tuple[PictureFrame, ...]
     notes: Mapping[str, int]
     replay: Mapping[str, Any]
+    tracking_radar_fov: Mapping[str, TrackingMetrics] = field(default_factory=dict)
 
     def summary(self) -> dict[str, dict[str, float | None]]:
         """Headline numbers per list: car AP at 2 m, mAP, MOTA, IDF1, ID switches, track
@@ -125,6 +144,9 @@ class EvalResult:
                 row.update({"mota": t["mota"], "idf1": t["idf1"],
                             "id_switches": float(t["num_switches"]),
                             "track_velocity_error_mps": t["velocity_error"]})
+            fov = self.tracking_radar_fov.get(name)
+            if fov is not None:
+                row["track_velocity_error_radar_fov_mps"] = fov.to_dict()["velocity_error"]
             out[name] = row
         return out
 
@@ -197,6 +219,8 @@ def run_evaluation(bags: Sequence[str | Path], rig: Rig, config: EvalRunConfig |
         n: [] for n in lists}
     trk_frames: dict[str, list[tuple[list[Track], tuple[GroundTruthObject, ...]]]] = {
         n: [] for n in lists}
+    fov_frames: dict[str, list[tuple[list[Track], tuple[GroundTruthObject, ...]]]] = {
+        n: [] for n in lists}
     timings: dict[str, list[float]] = {}
     notes: dict[str, int] = {}
     pictures: list[PictureFrame] = []
@@ -212,7 +236,10 @@ def run_evaluation(bags: Sequence[str | Path], rig: Rig, config: EvalRunConfig |
         frame_in_bag = 0
         t_start = time.perf_counter()
         with BagSource(bag) as source:
-            pipe.use_rig(source.resolve_rig(rig))
+            bag_rig = source.resolve_rig(rig)
+            pipe.use_rig(bag_rig)
+            radar_fov = [fn for s in bag_rig.sensors.values() if s.kind is SensorKind.RADAR
+                         and (fn := sensor_coverage(s)) is not None]
             for sset in replay.run(source):
                 truth = merged_truth(sset, replay.rig, reference, truth_index)
                 result = pipe.process(sset, replay.odometry)
@@ -223,10 +250,17 @@ def run_evaluation(bags: Sequence[str | Path], rig: Rig, config: EvalRunConfig |
                 if truth is None:
                     no_truth += 1
                     continue
+                in_fov: tuple[GroundTruthObject, ...] = ()
+                if radar_fov and truth:
+                    centers = np.stack([g.box_base.center for g in truth])
+                    seen = np.logical_or.reduce([fn(centers) for fn in radar_fov])
+                    in_fov = tuple(g for g, ok in zip(truth, seen.tolist(), strict=True) if ok)
                 for name in lists:
                     det_frames[name].append((result.objects.get(name, []), truth))
                     if name in result.tracks:
                         trk_frames[name].append((result.tracks[name], truth))
+                        if radar_fov:
+                            fov_frames[name].append((result.tracks[name], in_fov))
                 if b == 0 and cfg.picture_frames:
                     kept.append((frame_in_bag, result, truth, sset))
                     kept = _thin(kept, cfg.picture_frames)
@@ -240,11 +274,14 @@ def run_evaluation(bags: Sequence[str | Path], rig: Rig, config: EvalRunConfig |
     detection = {n: evaluate_detections(det_frames[n], cfg.detection) for n in lists}
     tracking = {n: evaluate_tracking(trk_frames[n], cfg.tracking) for n in lists
                 if trk_frames[n]}
+    tracking_fov = {n: evaluate_tracking(fov_frames[n], cfg.tracking) for n in lists
+                    if fov_frames[n]}
     med = {stage: float(sorted(v)[len(v) // 2]) for stage, v in timings.items() if v}
     return EvalResult(detection=detection, tracking=tracking, lists=lists,
                       bags=tuple(str(b) for b in bags), num_frames=n_frames,
                       frames_without_truth=no_truth, timings_ms=med,
-                      pictures=tuple(pictures), notes=notes, replay=replay_summaries)
+                      pictures=tuple(pictures), notes=notes, replay=replay_summaries,
+                      tracking_radar_fov=tracking_fov)
 
 
 def _thin(kept: list[Any], limit: int) -> list[Any]:

@@ -173,7 +173,7 @@ class FrameResult:
     ego: EgoState | None = None
 
 
-def _coverage_of(spec: SensorSpec, camera_range_m: float = 80.0) -> Coverage | None:
+def sensor_coverage(spec: SensorSpec, camera_range_m: float = 80.0) -> Coverage | None:
     """Which ``base_link`` positions a rig sensor can see (field of view and range), for
     output-level fusion's single-sensor rule; None when the rig does not say (extrinsics
     unresolved, no model)."""
@@ -259,7 +259,7 @@ class PerceptionPipeline:
             if s.kind is SensorKind.LIDAR and s.extrinsics is not None}
 
         self._coverage = {s.name: fn for s in rig.sensors.values()
-                          if (fn := _coverage_of(s)) is not None}
+                          if (fn := sensor_coverage(s)) is not None}
 
     def use_rig(self, rig: Rig) -> None:
         """Switch to the same rig with its extrinsics resolved (``from_tf`` rigs: after the
@@ -481,4 +481,4 @@ class PerceptionPipeline:
                            notes=tuple(notes), ego=ego)
 
 
-__all__ = ["LIST_NAMES", "FrameResult", "PerceptionPipeline", "PipelineConfig"]
+__all__ = ["LIST_NAMES", "FrameResult", "PerceptionPipeline", "PipelineConfig", "sensor_coverage"]

@@ -45,6 +45,12 @@ def test_eval_cli_writes_metrics_report_and_pictures(highway_bag: Path, tmp_path
     assert summary["output"]["car_ap_2m"] > 0.4
     assert summary["lidar"]["car_ap_2m"] > 0.3
     assert summary["output"]["mota"] is not None
+    # velocity error where radar can help (objects inside the radar's field of view): the
+    # FOV subset is scored separately and has ground truth of its own
+    fov = metrics["tracking_radar_fov"]["output"]
+    assert summary["output"]["track_velocity_error_radar_fov_mps"] == fov["velocity_error"]
+    assert 0 < fov["num_objects"] < metrics["tracking"]["output"]["num_objects"]
+    assert "vel. err in radar FOV" in (out / "report.md").read_text()
     for name in ("lidar", "radar", "camera", "data", "output"):
         curves = metrics["detection"][name]["curves"]["car"]["2"]
         assert len(curves["recall"]) == 101
