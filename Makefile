@@ -9,6 +9,9 @@ OUT ?= out/demo
 export RMW_IMPLEMENTATION ?= rmw_fastrtps_cpp
 export MUJOCO_GL ?= osmesa
 export PYTHONDONTWRITEBYTECODE := 1
+# mm_perception_msgs as scripts/setup.sh builds it: the venv of the ROS wheels links its
+# libraries; with a sourced system ROS 2 they are found only through this (read at start-up).
+export LD_LIBRARY_PATH := $(CURDIR)/build/interfaces_install/lib$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
 
 .PHONY: setup demo test test-unit test-ros test-replay test-gpu lint bench clean
 
