@@ -77,6 +77,7 @@ from types import MappingProxyType
 import numpy as np
 import numpy.typing as npt
 
+from mm_perception.core.checks import is_real
 from mm_perception.core.errors import ConfigError
 from mm_perception.core.types import Box3D, DetectedObject, ObjectClass, Track, TrackStatus
 from mm_perception.tracking.association import (
@@ -139,8 +140,9 @@ def _require(cond: bool, key: str, value: object, rule: str) -> None:
         raise ConfigError(f"TrackerConfig.{key} must be {rule}, got {value!r}")
 
 
-def _is_real(v: object) -> bool:
-    return not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v)
+def _is_finite_real(v: object) -> bool:
+    """A finite real number (not a bool)."""
+    return is_real(v) and math.isfinite(v)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -230,8 +232,8 @@ class TrackerConfig:
                     "max_position_std_m", "default_position_std_m", "default_z_std_m",
                     "default_yaw_std_rad", "default_velocity_std_mps"):
             val = getattr(self, key)
-            _require(_is_real(val) and val > 0, key, val, "a finite number > 0")
-        _require(_is_real(self.class_mismatch_cost) and self.class_mismatch_cost >= 0,
+            _require(_is_finite_real(val) and val > 0, key, val, "a finite number > 0")
+        _require(_is_finite_real(self.class_mismatch_cost) and self.class_mismatch_cost >= 0,
                  "class_mismatch_cost", self.class_mismatch_cost, "a finite number >= 0")
         for key, low in (("confirm_hits", 1), ("tentative_max_misses", 0), ("max_misses", 0)):
             val = getattr(self, key)
@@ -239,27 +241,27 @@ class TrackerConfig:
                      key, val, f"an int >= {low}")
         for key in ("detection_prob", "birth_existence"):
             val = getattr(self, key)
-            _require(_is_real(val) and 0 < val < 1, key, val, "in (0, 1)")
-        _require(_is_real(self.clutter_density_per_m2) and self.clutter_density_per_m2 > 0,
+            _require(_is_finite_real(val) and 0 < val < 1, key, val, "in (0, 1)")
+        _require(_is_finite_real(self.clutter_density_per_m2) and self.clutter_density_per_m2 > 0,
                  "clutter_density_per_m2", self.clutter_density_per_m2, "a finite number > 0")
         for key in ("confirm_existence", "birth_min_confidence"):
             val = getattr(self, key)
-            _require(_is_real(val) and 0 <= val < 1, key, val, "in [0, 1)")
-        _require(_is_real(self.survival_per_s) and 0 < self.survival_per_s <= 1,
+            _require(_is_finite_real(val) and 0 <= val < 1, key, val, "in [0, 1)")
+        _require(_is_finite_real(self.survival_per_s) and 0 < self.survival_per_s <= 1,
                  "survival_per_s", self.survival_per_s, "in (0, 1]")
-        _require(_is_real(self.size_smoothing) and 0 < self.size_smoothing <= 1,
+        _require(_is_finite_real(self.size_smoothing) and 0 < self.size_smoothing <= 1,
                  "size_smoothing", self.size_smoothing, "in (0, 1]")
-        _require(_is_real(self.label_confidence) and 1 / _N_CLS <= self.label_confidence < 1,
+        _require(_is_finite_real(self.label_confidence) and 1 / _N_CLS <= self.label_confidence < 1,
                  "label_confidence", self.label_confidence, f"in [1/{_N_CLS}, 1)")
-        _require(_is_real(self.class_prob_floor) and 0 < self.class_prob_floor < 1 / _N_CLS,
+        _require(_is_finite_real(self.class_prob_floor) and 0 < self.class_prob_floor < 1 / _N_CLS,
                  "class_prob_floor", self.class_prob_floor, f"in (0, 1/{_N_CLS})")
-        _require(_is_real(self.min_label_prob) and 0 <= self.min_label_prob < 1,
+        _require(_is_finite_real(self.min_label_prob) and 0 <= self.min_label_prob < 1,
                  "min_label_prob", self.min_label_prob, "in [0, 1)")
         for key in ("use_velocity_measurements", "use_velocity_in_association",
                     "use_yaw_in_association", "maximize_matches", "yaw_pi_ambiguous"):
             _require(isinstance(getattr(self, key), bool), key, getattr(self, key), "a bool")
         if self.reset_backwards_s is not None:
-            _require(_is_real(self.reset_backwards_s) and self.reset_backwards_s >= 0,
+            _require(_is_finite_real(self.reset_backwards_s) and self.reset_backwards_s >= 0,
                      "reset_backwards_s", self.reset_backwards_s, "None or a number >= 0")
         if self.frame_id is not None:
             _require(isinstance(self.frame_id, str) and bool(self.frame_id), "frame_id",

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from mm_perception.core.checks import is_real
 from mm_perception.core.errors import ConfigError
 from mm_perception.core.types import ObjectClass
 
@@ -25,10 +26,6 @@ DEFAULT_CLASSES: tuple[ObjectClass, ...] = (
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -123,10 +120,10 @@ class CameraDetectorConfig:
                               f"{levels} ints >= 1 (log2(output_stride / stem_stride) + 1), "
                               f"got {self.backbone_widths!r}")
         object.__setattr__(self, "backbone_widths", widths)
-        if not _is_real(self.heatmap_bias) or not math.isfinite(self.heatmap_bias):
+        if not is_real(self.heatmap_bias) or not math.isfinite(self.heatmap_bias):
             raise ConfigError(f"CameraDetectorConfig.heatmap_bias must be a finite number, got "
                               f"{self.heatmap_bias!r}")
-        if not _is_real(self.score_threshold) or not 0.0 <= self.score_threshold < 1.0:
+        if not is_real(self.score_threshold) or not 0.0 <= self.score_threshold < 1.0:
             raise ConfigError(f"CameraDetectorConfig.score_threshold must be in [0, 1), got "
                               f"{self.score_threshold!r}")
         if not _is_int(self.peak_kernel) or self.peak_kernel < 1 or self.peak_kernel % 2 == 0:
@@ -134,15 +131,15 @@ class CameraDetectorConfig:
                               f"{self.peak_kernel!r}")
         for name in ("nms_iou", "agnostic_nms_iou"):
             val = getattr(self, name)
-            if not _is_real(val) or not 0.0 < val <= 1.0:
+            if not is_real(val) or not 0.0 < val <= 1.0:
                 raise ConfigError(f"CameraDetectorConfig.{name} must be in (0, 1], got {val!r}")
-        if not _is_real(self.min_overlap) or not 0.0 < self.min_overlap < 1.0:
+        if not is_real(self.min_overlap) or not 0.0 < self.min_overlap < 1.0:
             raise ConfigError(f"CameraDetectorConfig.min_overlap must be in (0, 1), got "
                               f"{self.min_overlap!r}")
         if not _is_int(self.min_radius) or self.min_radius < 0:
             raise ConfigError(f"CameraDetectorConfig.min_radius must be an int >= 0, got "
                               f"{self.min_radius!r}")
-        if (not _is_real(self.max_size_cells) or not math.isfinite(self.max_size_cells)
+        if (not is_real(self.max_size_cells) or not math.isfinite(self.max_size_cells)
                 or self.max_size_cells <= 0):
             raise ConfigError(f"CameraDetectorConfig.max_size_cells must be a positive finite "
                               f"number, got {self.max_size_cells!r}")
