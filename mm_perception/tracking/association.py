@@ -106,7 +106,8 @@ def associate_pairs(rows: npt.ArrayLike, cols: npt.ArrayLike, cost: npt.ArrayLik
     iso = (deg_r[r] == 1) & (deg_c[c] == 1)
     parts = [np.stack([r[iso], c[iso]], axis=1)]
     if not iso.all():
-        parts.append(_solve_dense(r[~iso], c[~iso], v[~iso], gate, maximize_matches))
+        parts.append(_solve_dense(r[~iso], c[~iso], v[~iso], n_rows, n_cols, gate,
+                                  maximize_matches))
     matches = np.concatenate(parts).astype(np.int64)
     matches = matches[np.argsort(matches[:, 0], kind="stable")]
     row_used = np.zeros(n_rows, dtype=bool)
@@ -117,10 +118,23 @@ def associate_pairs(rows: npt.ArrayLike, cols: npt.ArrayLike, cost: npt.ArrayLik
             np.flatnonzero(~col_used).astype(np.int64))
 
 
-def _solve_dense(r: I64, c: I64, v: F64, gate: float, maximize_matches: bool) -> I64:
-    """``linear_sum_assignment`` over the rows / columns of admissible pairs ``(r, c, v)``."""
-    ur, ri = np.unique(r, return_inverse=True)
-    uc, ci = np.unique(c, return_inverse=True)
+def _compact(idx: I64, n: int) -> tuple[I64, I64]:
+    """``np.unique(idx, return_inverse=True)`` for indices in ``[0, n)``: the sorted
+    distinct values ``(U,)`` and the position of each entry among them ``(len(idx),)``,
+    both int64, by marking a ``(n,)`` mask instead of sorting (several times faster for
+    the few hundred indices of a frame)."""
+    used = np.zeros(n, dtype=bool)
+    used[idx] = True
+    position = np.cumsum(used) - 1
+    return np.flatnonzero(used).astype(np.int64), position[idx].astype(np.int64)
+
+
+def _solve_dense(r: I64, c: I64, v: F64, n_rows: int, n_cols: int, gate: float,
+                 maximize_matches: bool) -> I64:
+    """``linear_sum_assignment`` over the rows / columns of admissible pairs ``(r, c, v)``
+    (indices in ``[0, n_rows)`` / ``[0, n_cols)``)."""
+    ur, ri = _compact(r, n_rows)
+    uc, ci = _compact(c, n_cols)
     if maximize_matches:
         hi, lo = float(v.max()), float(v.min())
         # With k = min(rows, cols) pairs at most, a matching with one more valid pair costs

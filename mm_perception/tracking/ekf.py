@@ -172,6 +172,27 @@ def _sinc_and_derivative(u: F64) -> tuple[F64, F64]:
     return s, ds
 
 
+def congruence_rows(cov: F64, rows: slice | list[int], jrows: F64) -> F64:
+    """``J P J^T`` for Jacobians ``J`` that equal the identity except on the rows ``rows``.
+
+    Args:
+        cov: ``(K, n, n)`` covariances ``P``.
+        rows: the state rows where ``J`` differs from the identity (a slice or a list).
+        jrows: ``(K, r, n)`` those rows of ``J``.
+
+    Returns:
+        ``(K, n, n)`` float64 ``J P J^T`` (a new array). Only the listed rows and columns
+        change, so two thin ``(r, n)`` products replace two full ``(n, n)`` ones and no
+        ``(K, n, n)`` identity stack is built (the other entries are copied, exactly what
+        the product with identity rows gives for finite ``P``).
+    """
+    out = cov.copy()
+    out[:, rows, :] = jrows @ cov
+    # the right-hand side is evaluated before the assignment, so updating in place is safe
+    out[:, :, rows] = out @ np.swapaxes(jrows, 1, 2)
+    return out
+
+
 def cv_transition(mean: F64, dt: float) -> tuple[F64, F64]:
     """Constant-velocity prediction: ``((N, 6) new means, (N, 6, 6) Jacobians F)``."""
     new = mean.copy()
@@ -210,9 +231,14 @@ def ctrv_transition(mean: F64, dt: float) -> tuple[F64, F64]:
     return new, jac
 
 
-def transition(mean: F64, is_ctrv: B, dt: float) -> tuple[F64, F64]:
-    """:func:`cv_transition` on CV rows and :func:`ctrv_transition` on CTRV rows, in one
-    pass over all rows (no row gathers): ``((N, 6) new means, (N, 6, 6) Jacobians F)``."""
+#: state rows where the motion model's Jacobian differs from the identity
+MOTION_ROWS = [IX, IY, IYAW]
+
+
+def transition_rows(mean: F64, is_ctrv: B, dt: float) -> tuple[F64, F64]:
+    """:func:`transition` with the Jacobian given by its rows :data:`MOTION_ROWS` only
+    (``z`` and the velocity components are constant): ``((N, 6) new means, (N, 3, 6)
+    rows of F)``, for :func:`congruence_rows`."""
     yaw, a, b = mean[:, IYAW], mean[:, I4], mean[:, I5]
     w = np.where(is_ctrv, b, 0.0)
     u = 0.5 * w * dt
@@ -224,15 +250,25 @@ def transition(mean: F64, is_ctrv: B, dt: float) -> tuple[F64, F64]:
     new[:, IX] += np.where(is_ctrv, vdt * c * s, vdt)
     new[:, IY] += np.where(is_ctrv, vdt * sn * s, b * dt)
     new[:, IYAW] = np.where(is_ctrv, wrap_angle(yaw + w * dt), yaw)
-    jac = np.broadcast_to(np.eye(STATE_DIM), (mean.shape[0], STATE_DIM, STATE_DIM)).copy()
+    jrows = np.zeros((mean.shape[0], len(MOTION_ROWS), STATE_DIM))
+    jrows[:, (0, 1, 2), MOTION_ROWS] = 1.0
     half = 0.5 * a * dt * dt
-    jac[:, IX, IYAW] = np.where(is_ctrv, -vdt * sn * s, 0.0)
-    jac[:, IX, I4] = np.where(is_ctrv, dt * c * s, dt)
-    jac[:, IX, I5] = np.where(is_ctrv, half * (c * ds - sn * s), 0.0)
-    jac[:, IY, IYAW] = np.where(is_ctrv, vdt * c * s, 0.0)
-    jac[:, IY, I4] = np.where(is_ctrv, dt * sn * s, 0.0)
-    jac[:, IY, I5] = np.where(is_ctrv, half * (c * s + sn * ds), dt)
-    jac[:, IYAW, I5] = np.where(is_ctrv, dt, 0.0)
+    jrows[:, 0, IYAW] = np.where(is_ctrv, -vdt * sn * s, 0.0)
+    jrows[:, 0, I4] = np.where(is_ctrv, dt * c * s, dt)
+    jrows[:, 0, I5] = np.where(is_ctrv, half * (c * ds - sn * s), 0.0)
+    jrows[:, 1, IYAW] = np.where(is_ctrv, vdt * c * s, 0.0)
+    jrows[:, 1, I4] = np.where(is_ctrv, dt * sn * s, 0.0)
+    jrows[:, 1, I5] = np.where(is_ctrv, half * (c * s + sn * ds), dt)
+    jrows[:, 2, I5] = np.where(is_ctrv, dt, 0.0)
+    return new, jrows
+
+
+def transition(mean: F64, is_ctrv: B, dt: float) -> tuple[F64, F64]:
+    """:func:`cv_transition` on CV rows and :func:`ctrv_transition` on CTRV rows, in one
+    pass over all rows (no row gathers): ``((N, 6) new means, (N, 6, 6) Jacobians F)``."""
+    new, jrows = transition_rows(mean, is_ctrv, dt)
+    jac = np.broadcast_to(np.eye(STATE_DIM), (mean.shape[0], STATE_DIM, STATE_DIM)).copy()
+    jac[:, MOTION_ROWS, :] = jrows
     return new, jac
 
 
@@ -395,18 +431,23 @@ def to_output(mean: F64, cov: F64, is_ctrv: B) -> tuple[F64, F64]:
     """
     out_m, out_p = mean.copy(), cov.copy()
     if is_ctrv.any():
-        m = mean[is_ctrv]
+        every = bool(is_ctrv.all())  # the common case: no row gathers / scatters
+        m = mean if every else mean[is_ctrv]
         yaw, v = m[:, IYAW], m[:, I4]
         c, s = np.cos(yaw), np.sin(yaw)
-        out_m[is_ctrv, I4] = v * c
-        out_m[is_ctrv, I5] = v * s
-        jac = np.broadcast_to(np.eye(STATE_DIM), (m.shape[0], STATE_DIM, STATE_DIM)).copy()
-        jac[:, I4, :] = 0.0
-        jac[:, I5, :] = 0.0
-        jac[:, I4, IYAW], jac[:, I4, I4] = -v * s, c
-        jac[:, I5, IYAW], jac[:, I5, I4] = v * c, s
-        p = jac @ cov[is_ctrv] @ np.swapaxes(jac, 1, 2)
-        out_p[is_ctrv] = 0.5 * (p + np.swapaxes(p, 1, 2))
+        vc, vs = v * c, v * s
+        # rows I4, I5 of the Jacobian: d(v cos yaw, v sin yaw) / d(yaw, v)
+        jrows = np.zeros((m.shape[0], 2, STATE_DIM))
+        jrows[:, 0, IYAW], jrows[:, 0, I4] = -vs, c
+        jrows[:, 1, IYAW], jrows[:, 1, I4] = vc, s
+        p = congruence_rows(cov if every else cov[is_ctrv], slice(I4, I5 + 1), jrows)
+        p = 0.5 * (p + np.swapaxes(p, 1, 2))
+        if every:
+            out_m[:, I4], out_m[:, I5], out_p = vc, vs, p
+        else:
+            out_m[is_ctrv, I4] = vc
+            out_m[is_ctrv, I5] = vs
+            out_p[is_ctrv] = p
     return out_m, out_p
 
 
@@ -453,17 +494,17 @@ def output_to_ctrv(mean: F64, cov: F64, init_yaw_rate_std: F64) -> tuple[F64, F6
     out[:, IYAW] = wrap_angle(yaw)
     out[:, I4] = np.where(polar, speed, vx * c + vy * s)
     out[:, I5] = 0.0
-    jac = np.broadcast_to(np.eye(STATE_DIM), (n, STATE_DIM, STATE_DIM)).copy()
-    jac[:, I4, :] = 0.0
-    jac[:, I5, :] = 0.0
+    # rows IYAW, I4, I5 of the Jacobian (the others are the identity's); row I5 is zero
+    # (the yaw rate is reset below).
     # polar rows: yaw from (vx, vy); projection rows: keep yaw, v = vx cos + vy sin
-    jac[:, IYAW, IYAW] = np.where(polar, 0.0, 1.0)
-    jac[:, IYAW, I4] = np.where(polar, -vy / safe**2, 0.0)
-    jac[:, IYAW, I5] = np.where(polar, vx / safe**2, 0.0)
-    jac[:, I4, IYAW] = np.where(polar, 0.0, -vx * s + vy * c)
-    jac[:, I4, I4] = c
-    jac[:, I4, I5] = s
-    p = jac @ cov @ np.swapaxes(jac, 1, 2)
+    jrows = np.zeros((n, 3, STATE_DIM))
+    jrows[:, 0, IYAW] = np.where(polar, 0.0, 1.0)
+    jrows[:, 0, I4] = np.where(polar, -vy / safe**2, 0.0)
+    jrows[:, 0, I5] = np.where(polar, vx / safe**2, 0.0)
+    jrows[:, 1, IYAW] = np.where(polar, 0.0, -vx * s + vy * c)
+    jrows[:, 1, I4] = c
+    jrows[:, 1, I5] = s
+    p = congruence_rows(cov, slice(IYAW, I5 + 1), jrows)
     p[:, I5, :] = 0.0
     p[:, :, I5] = 0.0
     p[:, I5, I5] = np.asarray(init_yaw_rate_std, dtype=np.float64) ** 2
@@ -569,8 +610,8 @@ class BatchEKF:
         if dt == 0 or len(self) == 0:
             return
         q = process_noise(self.mean, self.is_ctrv, self.noise, dt)
-        new_mean, jac = transition(self.mean, self.is_ctrv, dt)
-        p = jac @ self.cov @ np.swapaxes(jac, 1, 2) + q
+        new_mean, jrows = transition_rows(self.mean, self.is_ctrv, dt)
+        p = congruence_rows(self.cov, MOTION_ROWS, jrows) + q  # F P F^T + Q
         self.mean = new_mean
         self.cov = 0.5 * (p + np.swapaxes(p, 1, 2))
 
@@ -678,6 +719,7 @@ class EKF:
 
 __all__ = [
     "EKF",
+    "MOTION_ROWS",
     "OUTPUT_LABELS",
     "STATE_DIM",
     "BatchEKF",
@@ -686,6 +728,7 @@ __all__ = [
     "MeasurementModel",
     "MotionConfig",
     "MotionModel",
+    "congruence_rows",
     "ctrv_transition",
     "cv_transition",
     "ekf_update",
@@ -696,6 +739,7 @@ __all__ = [
     "resolve_yaw_ambiguity",
     "to_output",
     "transition",
+    "transition_rows",
     "velocity_prior",
     "wrap_angle",
 ]

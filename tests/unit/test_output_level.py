@@ -14,6 +14,8 @@ from mm_perception.fusion.output_level import (
     OutputLevelConfig,
     OutputLevelFusion,
     SourceNoise,
+    _info_merge,
+    _inv_small,
 )
 
 
@@ -289,3 +291,39 @@ def test_single_sensor_penalty_only_where_another_sensor_looked() -> None:
     # a single list: nobody else looked, nothing is unconfirmed
     out = OutputLevelFusion(cfg).fuse({"lidar": lidar}, 0)
     assert all(o.score == pytest.approx(0.8) for o in out)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_closed_form_inverse_and_merge_equal_per_object_linalg(dim: int) -> None:
+    """The batched closed-form inverse / information merge against ``np.linalg`` applied
+    object by object."""
+    rng = np.random.default_rng(dim)
+    k = 50
+    a = rng.normal(size=(k, dim, dim))
+    p1 = a @ np.swapaxes(a, 1, 2) + 0.05 * np.eye(dim)
+    b = rng.normal(size=(k, dim, dim))
+    p2 = b @ np.swapaxes(b, 1, 2) + 0.05 * np.eye(dim)
+    x1, x2 = rng.normal(size=(k, dim)) * 10, rng.normal(size=(k, dim)) * 10
+    inv = _inv_small(p1)
+    x, p = _info_merge(x1, p1, x2, p2)
+    for i in range(k):
+        np.testing.assert_allclose(inv[i], np.linalg.inv(p1[i]), rtol=1e-9, atol=1e-9)
+        i1, i2 = np.linalg.inv(p1[i]), np.linalg.inv(p2[i])
+        want_p = np.linalg.inv(i1 + i2)
+        np.testing.assert_allclose(p[i], 0.5 * (want_p + want_p.T), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(x[i], want_p @ (i1 @ x1[i] + i2 @ x2[i]), rtol=1e-9,
+                                   atol=1e-9)
+
+
+def test_class_probs_of_a_merged_object_stay_read_only_and_inputs_unchanged() -> None:
+    lidar = _obj(10.0, 0.0, probs={"car": 0.6, "truck": 0.4})
+    camera = _obj(10.2, 0.1, probs={"truck": 0.7, "car": 0.3})
+    camera2 = _obj(10.1, 0.0, probs={"truck": 0.5, "car": 0.5})
+    out = OutputLevelFusion().fuse({"lidar": [lidar], "camera": [camera],
+                                    "camera_2": [camera2]}, 7)
+    assert len(out) == 1
+    with pytest.raises(TypeError):
+        out[0].class_probs["car"] = 1.0  # type: ignore[index]
+    assert dict(camera.class_probs) == {"truck": 0.7, "car": 0.3}
+    assert dict(lidar.class_probs) == {"car": 0.6, "truck": 0.4}
+    assert out[0].class_probs["truck"] == pytest.approx(0.35 / 0.5)

@@ -19,6 +19,7 @@ import pytest
 from mm_perception.core.errors import ConfigError
 from mm_perception.core.types import Box3D, DetectedObject, ObjectClass, Track, TrackStatus
 from mm_perception.tracking.association import (
+    _compact,
     associate,
     associate_pairs,
     bev_distance_costs,
@@ -28,10 +29,12 @@ from mm_perception.tracking.association import (
 )
 from mm_perception.tracking.ekf import (
     EKF,
+    MOTION_ROWS,
     BatchEKF,
     CTRVConfig,
     CVConfig,
     MeasurementModel,
+    congruence_rows,
     ctrv_transition,
     cv_transition,
     measurement,
@@ -40,6 +43,7 @@ from mm_perception.tracking.ekf import (
     resolve_yaw_ambiguity,
     to_output,
     transition,
+    transition_rows,
     wrap_angle,
 )
 from mm_perception.tracking.tracker import MultiObjectTracker, TrackerConfig, default_motion
@@ -744,3 +748,130 @@ def test_tracker_config_rejects_bad_values_by_name() -> None:
         TrackerConfig(reset_backwards_s=-1.0)
     with pytest.raises(ConfigError, match="use_velocity_measurements must be a bool"):
         TrackerConfig(use_velocity_measurements=1)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------ batched fast paths vs reference
+
+
+def _random_spd(rng: np.random.Generator, k: int, n: int) -> np.ndarray:
+    a = rng.normal(size=(k, n, n))
+    return a @ np.swapaxes(a, 1, 2) + 0.1 * np.eye(n)
+
+
+@pytest.mark.parametrize("rows", [[0, 1, 3], slice(3, 6), [4, 5]])
+def test_congruence_rows_equals_the_full_product(rows: list[int] | slice) -> None:
+    rng = np.random.default_rng(3)
+    cov = _random_spd(rng, 40, 6)
+    r = list(range(6))[rows] if isinstance(rows, slice) else rows
+    jac = np.broadcast_to(np.eye(6), (40, 6, 6)).copy()
+    jac[:, r, :] = rng.normal(size=(40, len(r), 6))
+    got = congruence_rows(cov, rows, jac[:, r, :])
+    np.testing.assert_allclose(got, jac @ cov @ np.swapaxes(jac, 1, 2), rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_batched_predict_equals_per_row_full_jacobian_product() -> None:
+    rng = np.random.default_rng(4)
+    n = 30
+    mean = rng.normal(size=(n, 6)) * [20, 20, 1, 2, 8, 0.5]
+    cov = _random_spd(rng, n, 6)
+    is_ctrv = rng.random(n) < 0.6
+    noise = rng.uniform(0.1, 2.0, (n, 3))
+    bank = BatchEKF()
+    bank.mean, bank.cov, bank.is_ctrv, bank.noise = mean.copy(), cov.copy(), is_ctrv, noise
+    bank.predict(0.15)
+    new, rows_j = transition_rows(mean, is_ctrv, 0.15)
+    _, jac = transition(mean, is_ctrv, 0.15)
+    np.testing.assert_array_equal(jac[:, MOTION_ROWS, :], rows_j)
+    q = process_noise(mean, is_ctrv, noise, 0.15)
+    for i in range(n):
+        want = jac[i] @ cov[i] @ jac[i].T + q[i]
+        np.testing.assert_allclose(bank.cov[i], 0.5 * (want + want.T), rtol=1e-12,
+                                   atol=1e-12)
+        np.testing.assert_allclose(bank.mean[i], new[i], rtol=1e-15, atol=0)
+
+
+def test_to_output_and_output_to_ctrv_equal_per_row_jacobians() -> None:
+    rng = np.random.default_rng(5)
+    n = 25
+    mean = rng.normal(size=(n, 6)) * [20, 20, 1, 2, 8, 0.5]
+    cov = _random_spd(rng, n, 6)
+    for is_ctrv in (rng.random(n) < 0.5, np.ones(n, dtype=bool), np.zeros(n, dtype=bool)):
+        out_m, out_p = to_output(mean, cov, is_ctrv)
+        for i in range(n):
+            if not is_ctrv[i]:
+                np.testing.assert_array_equal(out_m[i], mean[i])
+                np.testing.assert_array_equal(out_p[i], cov[i])
+                continue
+            yaw, v = mean[i, 3], mean[i, 4]
+            jac = np.eye(6)
+            jac[4] = [0, 0, 0, -v * math.sin(yaw), math.cos(yaw), 0]
+            jac[5] = [0, 0, 0, v * math.cos(yaw), math.sin(yaw), 0]
+            np.testing.assert_allclose(out_p[i], jac @ cov[i] @ jac.T, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(out_m[i, 4:], v * np.array([math.cos(yaw),
+                                                                  math.sin(yaw)]))
+    # object convention -> CTRV, rows with a significant velocity (polar) and without
+    mean[: n // 2, 4:] *= 1e-3
+    std = rng.uniform(0.1, 1.0, n)
+    got_m, got_p = output_to_ctrv(mean, cov, std)
+    for i in range(n):
+        vx, vy = mean[i, 4], mean[i, 5]
+        speed = math.hypot(vx, vy)
+        polar = speed**2 > 9.0 * max(0.5 * (cov[i, 4, 4] + cov[i, 5, 5]), 1e-12)
+        jac = np.eye(6)
+        if polar:
+            yaw = math.atan2(vy, vx)
+            jac[3] = [0, 0, 0, 0, -vy / speed**2, vx / speed**2]
+        else:
+            yaw = mean[i, 3]
+            jac[3] = [0, 0, 0, 1, 0, 0]
+        c, s = math.cos(yaw), math.sin(yaw)
+        jac[4] = [0, 0, 0, 0 if polar else -vx * s + vy * c, c, s]
+        jac[5] = 0.0
+        want = jac @ cov[i] @ jac.T
+        want[5, :] = want[:, 5] = 0.0
+        want[5, 5] = std[i] ** 2
+        np.testing.assert_allclose(got_p[i], want, rtol=1e-12, atol=1e-12)
+        assert got_m[i, 4] == pytest.approx(speed if polar else vx * c + vy * s, rel=1e-12)
+
+
+def test_compact_equals_numpy_unique() -> None:
+    rng = np.random.default_rng(6)
+    for n in (1, 5, 50):
+        idx = rng.integers(0, n, rng.integers(1, 40))
+        want_u, want_i = np.unique(idx, return_inverse=True)
+        got_u, got_i = _compact(idx, n)
+        np.testing.assert_array_equal(got_u, want_u)
+        np.testing.assert_array_equal(got_i, want_i.reshape(-1))
+
+
+def test_class_evidence_equals_per_object_computation() -> None:
+    """The flattened (vectorised) class evidence against a per-object reference."""
+    rng = np.random.default_rng(7)
+    tracker = MultiObjectTracker()
+    names = [c.value for c in ObjectClass] + ["not_a_class"]
+    objs = []
+    for i in range(40):
+        keys = rng.choice(names, rng.integers(0, 4), replace=False).tolist()
+        probs: dict[str, float] = {k: float(rng.uniform(0, 1)) for k in keys}
+        if i % 7 == 0 and probs:
+            probs[next(iter(probs))] = 0.0
+        objs.append(det(float(i), 0.0, label=ObjectClass(rng.choice(
+            [c.value for c in ObjectClass])), probs=probs))
+    label = np.array([_label_index(o.label) for o in objs])
+    logp, ok = tracker._class_evidence(objs, label)
+    assert ok.all()
+    known = [c.value for c in ObjectClass if c is not UNKNOWN]
+    floor = tracker.config.class_prob_floor
+    for i, o in enumerate(objs):
+        p = np.array([o.class_probs.get(k, 0.0) for k in known])
+        if p.sum() > 0:
+            want = np.log(np.maximum(p / p.sum(), floor))
+        else:
+            want = tracker._label_logp[label[i]]
+        np.testing.assert_allclose(logp[i], want, rtol=1e-12)
+
+
+def _label_index(label: ObjectClass) -> int:
+    known = [c for c in ObjectClass if c is not UNKNOWN]
+    return known.index(label) if label in known else len(known)
