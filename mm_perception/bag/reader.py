@@ -24,12 +24,12 @@ from mm_perception.core.calibration import Rig, SensorSpec
 from mm_perception.core.camera import CameraModel
 from mm_perception.core.errors import BagError, ConversionError
 from mm_perception.core.geometry import SE3
-from mm_perception.core.types import CameraFrame, EgoState, PointCloud, RadarScan, SensorKind
+from mm_perception.core.types import SensorKind
 from mm_perception.ros import conversions as conv
+from mm_perception.ros.sensor_decoder import SensorDecoder, SensorValue, drop_reason
 
 LOG = logging.getLogger(__name__)
 
-SensorValue = CameraFrame | PointCloud | RadarScan | EgoState
 #: message types accepted per sensor kind (rosbag2 spelling; ROS 1 names are normalised)
 ACCEPTED_TYPES: dict[SensorKind, tuple[str, ...]] = {
     SensorKind.CAMERA: ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"),
@@ -115,14 +115,6 @@ class ReadStats:
                 "dropped": dict(self.dropped), "errors": list(self.errors),
                 "truncated": self.truncated}
 
-
-def _drop_reason(exc: Exception) -> str:
-    text = str(exc).lower()
-    for key in ("encoding", "endian", "length", "bytes", "field", "nan", "stamp", "jpeg",
-                "png", "decode", "step"):
-        if key in text:
-            return {"bytes": "length", "jpeg": "decode", "png": "decode"}.get(key, key)
-    return type(exc).__name__
 
 
 class BagSource:
@@ -389,9 +381,12 @@ class BagSource:
         stats = stats if stats is not None else ReadStats()
         topics = rig.topics()
         conns = [c for c in self._reader.connections if c.topic in topics]
-        cameras: dict[str, CameraModel | None] = {
-            s.name: s.intrinsics if s.intrinsics is not None else self._first_camera_info(s, stats)
-            for s in rig.of_kind(SensorKind.CAMERA)}
+        decoder = SensorDecoder(rig, remove_nans)
+        for spec in rig.of_kind(SensorKind.CAMERA):
+            if spec.intrinsics is None:
+                first = self._first_camera_info(spec, stats)
+                if first is not None:
+                    decoder.set_camera_model(spec.name, first)
         count = 0
         iterator = self._reader.messages(connections=conns)
         while True:
@@ -416,16 +411,15 @@ class BagSource:
                 continue
             for spec, role in users:
                 if role == "camera_info":
-                    if spec.intrinsics is None:
-                        try:
-                            cameras[spec.name] = conv.camera_model_from_camera_info(msg)
-                        except (ConversionError, ValueError) as exc:
-                            stats.drop(spec.name, "camera_info", str(exc))
+                    try:
+                        decoder.camera_info(spec.name, msg)
+                    except (ConversionError, ValueError) as exc:
+                        stats.drop(spec.name, "camera_info", str(exc))
                     continue
                 try:
-                    out = self._convert(spec, msg, cameras, remove_nans)
+                    out = decoder.decode(spec.name, msg)
                 except (ConversionError, ValueError, KeyError) as exc:
-                    stats.drop(spec.name, _drop_reason(exc), str(exc))
+                    stats.drop(spec.name, drop_reason(exc), str(exc))
                     continue
                 if out is None:
                     stats.drop(spec.name, "no_camera_info",
@@ -448,24 +442,6 @@ class BagSource:
         except Exception as exc:  # corrupt bag: the main pass reports it
             LOG.debug("looking for the first CameraInfo of %s: %s", spec.name, exc)
         return None
-
-    def _convert(self, spec: SensorSpec, msg: Any, cameras: dict[str, CameraModel | None],
-                 remove_nans: bool) -> SensorValue | None:
-        if spec.kind is SensorKind.CAMERA:
-            camera = cameras.get(spec.name)
-            if camera is None:
-                return None
-            return conv.camera_frame_from_msg(msg, spec.name, camera)
-        if spec.kind is SensorKind.LIDAR:
-            pt = spec.point_time
-            return conv.pointcloud_from_msg(
-                msg, spec.name, spec.fields,
-                time_field=pt.field if pt is not None else None,
-                time_to_offsets=pt.to_offsets_ns if pt is not None else None,
-                remove_nans=remove_nans)
-        if spec.kind is SensorKind.RADAR:
-            return conv.radar_scan_from_msg(msg, spec.name, spec.fields)
-        return conv.ego_state_from_odometry(msg)
 
 
 def _stamp_of(value: SensorValue) -> int:

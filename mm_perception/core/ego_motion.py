@@ -189,6 +189,19 @@ class OdometryBuffer:
         """Forget every state (stats are kept)."""
         self._clear()
 
+    def snapshot(self) -> OdometryBuffer:
+        """An independent copy of the current history (O(M) list copies, states shared:
+        they are immutable). A live node hands one to its processing thread so that poses
+        keep arriving on the input thread while a set is processed."""
+        out = OdometryBuffer(self._config)
+        out._stats = dict(self._stats)
+        out._stamps = list(self._stamps)
+        out._states = list(self._states)
+        out._quats = list(self._quats)
+        out._frames = self._frames
+        out._cache = self._cache
+        return out
+
     def add(self, state: EgoState) -> bool:
         """Insert a state in stamp order.
 
