@@ -19,6 +19,7 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/config/rigs", glob("config/rigs/*.yaml")),
+        (f"share/{PACKAGE}/config/schema", glob("config/schema/*.json")),
     ],
     python_requires=">=3.10",
     install_requires=["numpy", "scipy", "pyyaml", "rosbags>=0.10"],
@@ -30,6 +31,9 @@ setup(
     entry_points={
         "console_scripts": [
             "mm-perception = mm_perception.cli:main",
+            # lifecycle nodes for `ros2 run` / launch_ros (configure + activate themselves
+            # unless --no-autostart)
+            "pipeline_node = mm_perception.ros.nodes.pipeline_node:main",
         ],
     },
 )

@@ -12,6 +12,8 @@ Sub-commands::
     mm-perception eval --bag BAG [--bag BAG ...] --rig RIG.yaml
                        [--level data output lidar radar camera] --out DIR
     mm-perception train camera [...]   (see mm_perception/detection/camera/train.py)
+    mm-perception run --config config/<platform>.yaml [--bag BAG] [--rate R] [--summary F]
+    mm-perception record --topics T [T ...] --out BAG [--idle-timeout S] [--max-duration S]
     mm-perception demo [--out DIR]
 
 Errors in the input (a bad rig, a missing or corrupt bag, a bag that does not match the rig)
@@ -167,6 +169,43 @@ def print_offline_summary(summary: dict[str, Any]) -> None:
         print("WARNING: the bag is corrupt; replay stopped at the damage (see errors)")
 
 
+def _mute_window(text: str) -> tuple[str, float, float]:
+    topic, _, rest = text.rpartition("@")
+    start, _, end = rest.partition(":")
+    try:
+        return topic, float(start), float(end)
+    except ValueError as exc:
+        raise MMPerceptionError(f"--mute takes TOPIC@START:END (seconds), got {text!r}") from exc
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from mm_perception.ros.nodes.launcher import run_graph
+
+    params: dict[str, Any] = {}
+    for item in args.param or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise MMPerceptionError(f"--param takes NAME=VALUE, got {item!r}")
+        params[name] = yaml.safe_load(value)
+    summary = run_graph(args.config, bag=args.bag, rate=args.rate, duration_s=args.duration,
+                        summary_path=args.summary, use_sim_time=args.use_sim_time,
+                        parameters=params)
+    print(json.dumps(summary.get("nodes", {}), indent=2, default=str))
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from mm_perception.ros.recorder import RecorderConfig, record
+
+    stats = record(args.out, RecorderConfig(
+        topics=tuple(args.topics), discovery_timeout_s=args.discovery_timeout,
+        idle_timeout_s=args.idle_timeout, max_duration_s=args.max_duration))
+    print(json.dumps(stats.as_dict(), indent=2))
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     if args.offline:
         if not args.rig:
@@ -192,7 +231,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     config = PlayerConfig(rate=args.rate, loop=args.loop, max_loops=args.max_loops,
                           start_offset_s=args.start, topics=topics,
                           wait_for_subscribers=args.wait_for_subscribers,
-                          wait_timeout_s=args.wait_timeout)
+                          wait_timeout_s=args.wait_timeout,
+                          mute=tuple(_mute_window(m) for m in args.mute or ()))
     try:
         stats = play_bag(args.bag, config)
     except KeyboardInterrupt:
@@ -371,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait-for-subscribers", type=int, default=0,
                    help="live: wait until every topic has N subscribers before playing")
     p.add_argument("--wait-timeout", type=float, default=30.0)
+    p.add_argument("--mute", nargs="*", metavar="TOPIC@START:END",
+                   help="live: do not publish TOPIC between START and END s (sensor dropout)")
     p.add_argument("--offline", action="store_true",
                    help="no DDS: run sync + ego-motion compensation deterministically")
     p.add_argument("--out", help="write a JSON summary into this folder")
@@ -428,6 +470,28 @@ def build_parser() -> argparse.ArgumentParser:
                              add_help=False)
     t.add_argument("options", nargs=argparse.REMAINDER)
     t.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("run", help="start a platform graph in-process (lifecycle nodes on a "
+                                   "multi-threaded executor), optionally replaying a bag into it")
+    p.add_argument("--config", required=True, help="platform config, e.g. config/car.yaml")
+    p.add_argument("--bag", help="replay this bag into the graph (sim time), then stop")
+    p.add_argument("--rate", type=float, default=1.0, help="replay rate with --bag")
+    p.add_argument("--duration", type=float, help="without --bag: stop after S seconds")
+    p.add_argument("--use-sim-time", action="store_true",
+                   help="without --bag: follow /clock (a bag replayed by another process)")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="set a parameter on every node (YAML value), e.g. qos.reliable_inputs=true")
+    p.add_argument("--summary", help="write the graph summary (counts, latencies) as JSON")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("record", help="record live topics into an MCAP bag")
+    p.add_argument("--topics", nargs="+", required=True)
+    p.add_argument("--out", required=True, help="bag directory to create")
+    p.add_argument("--discovery-timeout", type=float, default=30.0)
+    p.add_argument("--idle-timeout", type=float, default=0.0,
+                   help="stop S seconds after the last message (0: never)")
+    p.add_argument("--max-duration", type=float, default=0.0, help="stop after S seconds")
+    p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("demo", help="the main job: make a scene bag, replay it, write a report")
     p.add_argument("--out", default="out/demo")

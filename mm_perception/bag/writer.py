@@ -43,10 +43,11 @@ class BagWriter:
         storage: ``"mcap"`` (default, what Foxglove opens) or ``"sqlite3"``.
     """
 
-    def __init__(self, path: str | Path, storage: Ros2Storage = "mcap") -> None:
+    def __init__(self, path: str | Path, storage: Ros2Storage = "mcap",
+                 typestore: Any | None = None) -> None:
         self.path = Path(path)
         self.storage = storage
-        self.typestore = ROS2_TYPESTORE
+        self.typestore = ROS2_TYPESTORE if typestore is None else typestore
         if storage not in ("mcap", "sqlite3"):
             raise BagError(f"unknown rosbag2 storage {storage!r}: use mcap or sqlite3 "
                            f"(ROS 1 bags: write rosbag2, then convert_to_ros1)")
@@ -92,6 +93,35 @@ class BagWriter:
         data = self.typestore.serialize_cdr(msg, typename)
         self._writer.write(conn, int(log_time_ns), bytes(data))
         self.counts[topic] = self.counts.get(topic, 0) + 1
+
+    def write_raw(self, topic: str, typename: str, log_time_ns: int, data: bytes) -> None:
+        """Write one message already serialised as CDR (e.g. received raw from DDS);
+        ``typename`` must be in the writer's typestore (its definition goes into the bag)."""
+        conn = self._connection(topic, typename)
+        self._writer.write(conn, int(log_time_ns), bytes(data))
+        self.counts[topic] = self.counts.get(topic, 0) + 1
+
+
+def interfaces_typestore() -> Any:
+    """The ROS 2 Kilted typestore plus the ``mm_perception_msgs`` definitions (read from the
+    source checkout's ``interfaces/`` or the built install's ``share/``), so that bags of the
+    stack's outputs can be written and read without ROS."""
+    from rosbags.typesys import get_types_from_msg
+
+    from mm_perception.ros.msgs_env import DEFAULT_PREFIX, PACKAGE, REPO_ROOT
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    candidates = [REPO_ROOT / "interfaces" / PACKAGE / "msg",
+                  DEFAULT_PREFIX / "share" / PACKAGE / "msg"]
+    folder = next((c for c in candidates if c.is_dir()), None)
+    if folder is None:
+        raise BagError(f"no {PACKAGE} message definitions found (looked in "
+                       f"{', '.join(map(str, candidates))})")
+    types: dict[str, Any] = {}
+    for path in sorted(folder.glob("*.msg")):
+        types.update(get_types_from_msg(path.read_text(), f"{PACKAGE}/msg/{path.stem}"))
+    store.register(types)
+    return store
 
 
 #: the QoS rosbag2 records for /tf_static: transient local, so late joiners still get it

@@ -45,6 +45,9 @@ class PlayerConfig:
         qos_depth: publisher queue depth.
         ack_timeout_s: at the end, wait this long for subscribers to acknowledge the last
             messages (reliable QoS) before returning.
+        mute: ``(topic, start_s, end_s)`` windows, seconds from the bag's start, in which
+            that topic is not published (a sensor dropping out, to test the graph's partial
+            sets and diagnostics); muted messages are counted in ``PlayStats.muted``.
     """
 
     rate: float = 1.0
@@ -57,8 +60,14 @@ class PlayerConfig:
     wait_timeout_s: float = 30.0
     qos_depth: int = 100
     ack_timeout_s: float = 5.0
+    mute: tuple[tuple[str, float, float], ...] = ()
 
     def __post_init__(self) -> None:
+        for window in self.mute:
+            if (len(window) != 3 or not isinstance(window[0], str)
+                    or not 0 <= window[1] < window[2]):
+                raise ConfigError(f"PlayerConfig.mute entries are (topic, start_s, end_s) "
+                                  f"with 0 <= start_s < end_s, got {window!r}")
         if not self.rate > 0:
             raise ConfigError(f"PlayerConfig.rate must be > 0, got {self.rate}")
         if self.start_offset_s < 0:
@@ -78,12 +87,14 @@ class PlayStats:
 
     published: Counter[str] = field(default_factory=Counter)
     clock_messages: int = 0
+    muted: Counter[str] = field(default_factory=Counter)
     skipped_topics: dict[str, str] = field(default_factory=dict)
     loops: int = 0
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"published": dict(self.published), "clock_messages": self.clock_messages,
+                "muted": dict(self.muted),
                 "skipped_topics": dict(self.skipped_topics), "loops": self.loops,
                 "errors": list(self.errors)}
 
@@ -221,6 +232,10 @@ class BagPlayer:
                 time.sleep(min(due - now, clock_period or 0.01, 0.01))
             self._publish_clock(clock_pub, clock_cls, log_ns)
             last_clock_wall = time.monotonic()
+            t_rel = (log_ns - bag.start_ns) / 1e9
+            if any(topic == m_topic and lo <= t_rel < hi for m_topic, lo, hi in self.config.mute):
+                self.stats.muted[topic] += 1
+                continue
             publishers[topic].publish(cdr)
             self.stats.published[topic] += 1
 
