@@ -133,6 +133,9 @@ class ManagedNode(LifecycleNode):
         """Node-specific diagnostic statuses, appended to the health report."""
         return []
 
+    def publish_status(self) -> None:
+        """Node-specific periodic status messages, published with the diagnostics."""
+
     # ------------------------------------------------------------------ helpers
     def publisher(self, msg_type: Any, topic: str, depth: int = 10,
                   qos: QoSProfile | None = None) -> Any:
@@ -191,6 +194,7 @@ class ManagedNode(LifecycleNode):
         statuses = self.health.report(self.get_name()) + self.extra_statuses()
         self._diag_pub.publish(diagnostic_array(statuses, self.get_clock().now().to_msg(),
                                                 self.get_fully_qualified_name()))
+        self.publish_status()
 
     @property
     def worst_level(self) -> Level:

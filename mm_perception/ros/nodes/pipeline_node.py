@@ -289,8 +289,8 @@ class PipelineNode(ManagedNode):
             result = pipeline.process(sensor_set, odometry)
         except Exception as exc:  # a bad set must never kill the node: counted and logged
             self._counts["dropped"] += 1
-            self.get_logger().error(f"set at {sensor_set.stamp_ns} failed: {traceback.format_exc()}"
-                                    f"{type(exc).__name__}: {exc}", throttle_duration_sec=2.0)
+            self.get_logger().error(f"set at {sensor_set.stamp_ns} failed ({exc!r}):\n"
+                                    f"{traceback.format_exc()}", throttle_duration_sec=2.0)
             return
         self._publish(result)
         processing_ms = (time.perf_counter() - t0) * 1e3
@@ -381,16 +381,20 @@ class PipelineNode(ManagedNode):
         values = (("sets_complete", str(c["complete"])), ("sets_partial", str(c["partial"])),
                   ("sets_dropped", str(c["dropped"])), ("sets_processed", str(c["processed"])),
                   ("queued", str(len(self._queue))),
-                  ("inference_backend", "torch" if self.params and self.params["use_cameras"]
-                   else ""))
+                  ("inference_backend", self._backend))
         level = Level.WARN if c["dropped"] or c["partial"] else Level.OK
         message = (f"{c['partial']} partial, {c['dropped']} dropped of "
                    f"{c['complete'] + c['partial']} sets")
-        out = [Status(f"{self.get_name()}: sync", level, message, values)]
-        self._publish_status()
-        return out
+        return [Status(f"{self.get_name()}: sync", level, message, values)]
 
-    def _publish_status(self) -> None:
+    @property
+    def _backend(self) -> str:
+        """The model backend in use ("" without a model: the camera detector is the only
+        one, on torch)."""
+        return "torch" if self.params and self.params["use_cameras"] else ""
+
+    def publish_status(self) -> None:
+        """``~/output/status`` (``FusionStatus``), on the diagnostics period."""
         import mm_perception_msgs.msg as m
 
         pub = self._pubs.get("status")
@@ -409,7 +413,7 @@ class PipelineNode(ManagedNode):
         msg.sets_complete = self._counts["complete"]
         msg.sets_partial = self._counts["partial"]
         msg.sets_dropped = self._counts["dropped"]
-        msg.inference_backend = "torch" if self.params and self.params["use_cameras"] else ""
+        msg.inference_backend = self._backend
         msg.processing_time_ms = float(self._last_times[0])
         msg.latency_ms = float(self._last_times[1])
         pub.publish(msg)
