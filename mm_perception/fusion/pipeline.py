@@ -208,6 +208,102 @@ def sensor_coverage(spec: SensorSpec, camera_range_m: float = 80.0) -> Coverage 
     return None
 
 
+def object_sensor_kinds(rig: Rig) -> dict[str, SensorKind]:
+    """Rig sensor name -> kind, for every sensor that produces objects (LiDAR, radar,
+    camera): :attr:`OutputLevelConfig.sensor_kinds` of the rig."""
+    return {s.name: s.kind for s in rig.sensors.values()
+            if s.kind in (SensorKind.LIDAR, SensorKind.RADAR, SensorKind.CAMERA)}
+
+
+def lidar_detector_for(spec: SensorSpec, config: LidarDetectorConfig) -> LidarDetector:
+    """The LiDAR detector of one rig LiDAR: ``config`` with ``sensor_xy_m`` set to where the
+    sensor sits in ``base_link`` (it decides which side of an object the LiDAR sees).
+
+    Raises:
+        ConfigError: the sensor's extrinsics are unresolved.
+    """
+    if spec.extrinsics is None:
+        raise ConfigError(f"sensor {spec.name!r}: extrinsics unresolved (from_tf)")
+    t = spec.extrinsics.translation
+    return LidarDetector(replace(config, sensor_xy_m=(float(t[0]), float(t[1]))))
+
+
+def to_set_stamp(objs: list[DetectedObject], src_ns: int, dst_ns: int,
+                 odometry: OdometryBuffer | None, notes: list[str],
+                 what: str) -> list[DetectedObject]:
+    """Objects in ``base_link`` at ``src_ns`` -> ``base_link`` at ``dst_ns`` (ns): ego motion
+    from ``odometry`` (identity when it is missing or does not cover both stamps, with a
+    line in ``notes`` naming ``what``), object motion from each object's velocity over
+    ``dst_ns - src_ns``. Returns ``objs`` itself when there is nothing to move."""
+    if not objs or src_ns == dst_ns:
+        return objs
+    dt = (dst_ns - src_ns) * 1e-9
+    T = SE3.identity()
+    if odometry is not None and len(odometry):
+        try:
+            T = odometry.pose_at(dst_ns).inverse() @ odometry.pose_at(src_ns)
+        except EgoMotionError as exc:
+            notes.append(f"{what}: ego motion over {dt * 1e3:.0f} ms unknown ({exc}); "
+                         f"objects not ego-compensated")
+    return transform_objects(objs, T, "base_link", dt_s=dt, stamp_ns=dst_ns)
+
+
+def ego_at(stamp_ns: int, odometry: OdometryBuffer | None,
+           fallback: EgoState | None = None) -> EgoState | None:
+    """The ego state at ``stamp_ns`` from ``odometry`` (interpolated / briefly extrapolated),
+    else ``fallback`` (e.g. the set's ego state)."""
+    if odometry is not None and len(odometry):
+        try:
+            return odometry.state_at(stamp_ns)
+        except EgoMotionError:
+            pass
+    return fallback
+
+
+def world_pose(stamp_ns: int, odometry: OdometryBuffer | None, ego: EgoState | None,
+               notes: list[str]) -> tuple[SE3 | None, bool]:
+    """``T_world_base`` at ``stamp_ns`` for tracking, and whether a pose lookup *failed*.
+
+    From ``odometry`` when it has states (a failed lookup gives ``(None, True)`` and a note),
+    else from ``ego`` (``ego.pose``), else ``(None, False)``: no ego motion known at all (a
+    parked sensor rig), tracking runs in ``base_link``."""
+    if odometry is not None and len(odometry):
+        try:
+            return odometry.pose_at(stamp_ns), False
+        except EgoMotionError as exc:
+            notes.append(f"tracking: no ego pose at the set stamp ({exc}); this frame "
+                         f"is not tracked")
+            return None, True
+    if ego is not None:
+        return ego.pose, False
+    return None, False
+
+
+def track_step(tracker: MultiObjectTracker, objects: list[DetectedObject], stamp_ns: int,
+               T_world_base: SE3 | None, pose_failed: bool,
+               world_frame: str) -> list[Track]:
+    """One tracker update in the world-fixed frame (see :func:`world_pose`).
+
+    Args:
+        tracker: the tracker (its state lives in ``world_frame``).
+        objects: detections in ``base_link`` at ``stamp_ns``.
+        stamp_ns: the frame's stamp, ns.
+        T_world_base: ego pose at ``stamp_ns`` (None: no pose).
+        pose_failed: a pose lookup failed: the frame is skipped (``[]``) rather than tracked
+            in another frame; without a pose and without a failure the tracker runs in
+            ``base_link``.
+        world_frame: name of the world-fixed frame (``tracking_frame``).
+
+    Returns:
+        All live tracks, boxes in ``base_link`` at ``stamp_ns``.
+    """
+    if T_world_base is None:
+        return [] if pose_failed else tracker.update(objects, stamp_ns)
+    world = transform_objects(objects, T_world_base, world_frame)
+    live = tracker.update(world, stamp_ns)
+    return transform_tracks(live, T_world_base.inverse(), "base_link")
+
+
 class PerceptionPipeline:
     """Detectors + data-level + output-level fusion + tracking for one rig.
 
@@ -236,10 +332,8 @@ class PerceptionPipeline:
             else:
                 lists.append(name)
         self._lists = tuple(lists)
-        object_kinds = {n: k for n, k in self._kinds.items()
-                        if k in (SensorKind.LIDAR, SensorKind.RADAR, SensorKind.CAMERA)}
         self._cfg = replace(cfg, output_level=replace(cfg.output_level,
-                                                      sensor_kinds=object_kinds))
+                                                      sensor_kinds=object_sensor_kinds(rig)))
         self._use_rig(rig)
         self._radar = RadarDetector(cfg.radar)
         self._fusion = OutputLevelFusion(self._cfg.output_level)
@@ -252,11 +346,8 @@ class PerceptionPipeline:
         self._rig = rig
         self._data = DataLevelFusion(rig, cfg.data_level)
         # one detector per LiDAR: each knows where it sits (which side of an object it sees)
-        self._lidar = {
-            s.name: LidarDetector(replace(cfg.lidar, sensor_xy_m=(
-                float(s.extrinsics.translation[0]), float(s.extrinsics.translation[1]))))
-            for s in rig.sensors.values()
-            if s.kind is SensorKind.LIDAR and s.extrinsics is not None}
+        self._lidar = {s.name: lidar_detector_for(s, cfg.lidar) for s in rig.sensors.values()
+                       if s.kind is SensorKind.LIDAR and s.extrinsics is not None}
 
         self._coverage = {s.name: fn for s in rig.sensors.values()
                           if (fn := sensor_coverage(s)) is not None}
@@ -296,27 +387,11 @@ class PerceptionPipeline:
     def _to_set_stamp(self, objs: list[DetectedObject], src_ns: int, dst_ns: int,
                       odometry: OdometryBuffer | None, notes: list[str],
                       what: str) -> list[DetectedObject]:
-        """Objects in ``base_link`` at ``src_ns`` -> ``base_link`` at ``dst_ns``."""
-        if not objs or src_ns == dst_ns:
-            return objs
-        dt = (dst_ns - src_ns) * 1e-9
-        T = SE3.identity()
-        if odometry is not None and len(odometry):
-            try:
-                T = odometry.pose_at(dst_ns).inverse() @ odometry.pose_at(src_ns)
-            except EgoMotionError as exc:
-                notes.append(f"{what}: ego motion over {dt * 1e3:.0f} ms unknown ({exc}); "
-                             f"objects not ego-compensated")
-        return transform_objects(objs, T, "base_link", dt_s=dt, stamp_ns=dst_ns)
+        return to_set_stamp(objs, src_ns, dst_ns, odometry, notes, what)
 
     def _ego_at(self, stamp_ns: int, sensor_set: SensorSet,
                 odometry: OdometryBuffer | None) -> EgoState | None:
-        if odometry is not None and len(odometry):
-            try:
-                return odometry.state_at(stamp_ns)
-            except EgoMotionError:
-                pass
-        return sensor_set.ego
+        return ego_at(stamp_ns, odometry, sensor_set.ego)
 
     def _merge_kind(self, per_sensor: dict[str, list[DetectedObject]],
                     stamp_ns: int) -> list[DetectedObject]:
@@ -450,30 +525,12 @@ class PerceptionPipeline:
         # 5. tracking in the world-fixed frame
         t0 = time.perf_counter()
         ego = self._ego_at(stamp, sensor_set, odometry)
-        T_world_base: SE3 | None = None
-        pose_failed = False
-        if odometry is not None and len(odometry):
-            try:
-                T_world_base = odometry.pose_at(stamp)
-            except EgoMotionError as exc:
-                pose_failed = True
-                notes.append(f"tracking: no ego pose at the set stamp ({exc}); this frame "
-                             f"is not tracked")
-        elif ego is not None:
-            T_world_base = ego.pose
+        T_world_base, pose_failed = world_pose(stamp, odometry, ego, notes)
         tracks: dict[str, list[Track]] = {}
-        world_frame = self._cfg.tracking_frame
         for name, trk in self._trackers.items():
-            if name not in objects:
-                continue
-            if T_world_base is None:
-                # a pose lookup that failed skips the frame; no ego motion known at all (no
-                # odometry, no ego state: a parked sensor rig) tracks in base_link
-                tracks[name] = [] if pose_failed else trk.update(objects[name], stamp)
-                continue
-            world = transform_objects(objects[name], T_world_base, world_frame)
-            live = trk.update(world, stamp)
-            tracks[name] = transform_tracks(live, T_world_base.inverse(), "base_link")
+            if name in objects:
+                tracks[name] = track_step(trk, objects[name], stamp, T_world_base, pose_failed,
+                                          self._cfg.tracking_frame)
         timings["tracking"] = (time.perf_counter() - t0) * 1e3
         return FrameResult(stamp_ns=stamp, objects=MappingProxyType(objects),
                            tracks=MappingProxyType(tracks), camera_2d=MappingProxyType(cam2d),
@@ -481,4 +538,6 @@ class PerceptionPipeline:
                            notes=tuple(notes), ego=ego)
 
 
-__all__ = ["LIST_NAMES", "FrameResult", "PerceptionPipeline", "PipelineConfig", "sensor_coverage"]
+__all__ = ["LIST_NAMES", "FrameResult", "PerceptionPipeline", "PipelineConfig", "ego_at",
+           "lidar_detector_for", "object_sensor_kinds", "sensor_coverage", "to_set_stamp",
+           "track_step", "world_pose"]

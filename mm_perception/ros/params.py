@@ -137,13 +137,16 @@ def read_validated(node: Any, schema: Mapping[str, Any], kind: str) -> dict[str,
     """Current values of the schema's parameters on ``node``, validated (see :func:`validate`).
 
     A parameter explicitly set to an empty array reads back as ``[]`` whatever ROS type it
-    arrived with.
+    arrived with; an array parameter that is unset reads as ``[]`` too (an empty YAML list in
+    a params file has no element type, and rcl leaves the parameter NOT_SET).
     """
     values: dict[str, Any] = {}
-    for name in schema["properties"]:
+    for name, prop in schema["properties"].items():
         value = node.get_parameter(name).value
         if isinstance(value, tuple | list) or type(value).__name__ == "array":
             value = list(value)
+        elif value is None and prop.get("type") == "array":
+            value = []
         values[name] = value
     return validate(values, schema, kind)
 

@@ -167,6 +167,14 @@ class ManagedNode(LifecycleNode):
         self._threads.append((thread, stop))
         thread.start()
 
+    def drop(self, stream: str, reason: str, detail: str) -> None:
+        """A message of input ``stream`` was not used: counted per ``reason`` in the
+        diagnostics, and one throttled warning (a bad stream must not flood the log)."""
+        if self.health is not None:
+            self.health.dropped(stream, reason)
+        self.get_logger().warning(f"dropped {stream} message ({reason}): {detail}",
+                                  throttle_duration_sec=5.0)
+
     def report_timing(self, processing_ms: float, stamp_ns: int) -> float:
         """Publish and record processing time and stamp-to-output latency; returns latency ms.
         """

@@ -14,10 +14,11 @@ Outputs: ``~/output/objects`` (``mm_perception_msgs/DetectedObjectArray``, the p
 (``32FC1`` ``Image``, with ``publish.depth_images``), plus the base node's diagnostics and
 timing topics.
 
-Threads: input callbacks (one mutually exclusive callback group) only decode messages and
-feed the :class:`~mm_perception.core.assembly.SetAssembler`; a timer polls it with the node
-clock so that a silent sensor ends in a partial set after the sync timeout. Completed sets go
-to a bounded queue that one worker thread drains through
+Threads (the input side is :class:`~mm_perception.ros.nodes.set_input.SetInputNode`, shared
+with the split ``sync`` node): input callbacks (one mutually exclusive callback group) only
+decode messages and feed the :class:`~mm_perception.core.assembly.SetAssembler`; a timer
+polls it with the node clock so that a silent sensor ends in a partial set after the sync
+timeout. Completed sets go to a bounded queue that one worker thread drains through
 :class:`~mm_perception.fusion.pipeline.PerceptionPipeline`. When the worker falls behind, the
 oldest waiting set is dropped and counted (``sets_dropped``): the outputs stay current rather
 than falling further and further behind.
@@ -25,93 +26,37 @@ than falling further and further behind.
 
 from __future__ import annotations
 
-import functools
-import threading
-import time
-import traceback
-from collections import deque
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-from mm_perception.core.assembly import SetAssembler, sync_config_for_rig
-from mm_perception.core.calibration import Rig
-from mm_perception.core.errors import ConfigError, ConversionError
-from mm_perception.core.sync import SyncConfig
+from mm_perception.core.ego_motion import OdometryBuffer
+from mm_perception.core.errors import ConfigError
 from mm_perception.core.types import SensorKind, SensorSet
-from mm_perception.ros.nodes.base import ManagedNode, sensor_qos
-from mm_perception.ros.nodes.health import Level, Status
-from mm_perception.ros.params import config_dir
-from mm_perception.ros.sensor_decoder import SensorDecoder, drop_reason
+from mm_perception.ros.nodes.pipeline_config import pipeline_from_params
+from mm_perception.ros.nodes.set_input import (
+    SetInputNode,
+    load_live_rig,
+    resolve_path,
+    sync_with_overrides,
+)
 
 
-def resolve_path(value: str) -> Path:
-    """A config path as given (absolute or relative to the working directory), else relative
-    to the mm_perception config directory (so ``rigs/car.yaml`` works from anywhere)."""
-    path = Path(value).expanduser()
-    if path.is_absolute() or path.exists():
-        return path
-    return config_dir() / path
-
-
-def sync_with_overrides(rig: Rig, params: dict[str, Any]) -> SyncConfig:
-    """The rig's sync config with the node's non-default ``sync.*`` parameters applied
-    (``""`` / ``0`` keep the rig's value)."""
-    base = sync_config_for_rig(rig)
-    changes: dict[str, Any] = {}
-    if params["sync.reference"]:
-        changes["reference"] = params["sync.reference"]
-    if params["sync.window_s"] > 0:
-        changes["window_ns"] = round(params["sync.window_s"] * 1e9)
-    if params["sync.timeout_s"] > 0:
-        changes["timeout_ns"] = round(params["sync.timeout_s"] * 1e9)
-    if params["sync.on_timeout"]:
-        changes["on_timeout"] = params["sync.on_timeout"]
-    if not changes:
-        return base
-    optional = tuple(o for o in base.optional if o != changes.get("reference", base.reference))
-    return replace(base, optional=optional, **changes)
-
-
-class PipelineNode(ManagedNode):
+class PipelineNode(SetInputNode):
     """The whole perception chain in one lifecycle node (see the module docstring)."""
 
     KIND = "pipeline"
 
     def __init__(self, node_name: str | None = None, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
-        self.rig: Rig | None = None
         self.pipeline: Any = None
-        self.assembler: SetAssembler | None = None
-        self.decoder: SensorDecoder | None = None
         self._pubs: dict[str, Any] = {}
-        self._queue: deque[tuple[SensorSet, Any]] = deque()
-        self._wake = threading.Condition()
         self._last_result: Any = None
-        self._last_times: tuple[float, float] = (0.0, 0.0)
-        self._counts = {"complete": 0, "partial": 0, "dropped": 0, "processed": 0}
         self._primary = "output"
-        self._period_s: float | None = None
 
     # ------------------------------------------------------------------ configure
     def configure_node(self, params: dict[str, Any]) -> None:
-        from mm_perception.fusion.pipeline import PerceptionPipeline, PipelineConfig
-        from mm_perception.tracking.tracker import TrackerConfig
-
-        rig = Rig.from_yaml(resolve_path(params["rig_file"]))
-        unresolved = rig.unresolved_extrinsics()
-        if unresolved:
-            raise ConfigError(f"rig {rig.source}: sensors {unresolved} take their extrinsics "
-                              f"from tf; give them in the rig file for a live graph")
-        lists = tuple(params["lists"])
-        track_lists = tuple(params["track_lists"])
-        cfg = PipelineConfig(
-            lists=lists, track_lists=track_lists, use_cameras=params["use_cameras"],
-            camera_weights=params["camera_weights_dir"] or None,
-            tracking_frame=params["tracking_frame"],
-            tracker=replace(TrackerConfig(), confirm_hits=params["tracker.confirm_hits"],
-                            max_coast_s=params["tracker.max_coast_s"]))
-        pipeline = PerceptionPipeline(rig, cfg)
+        rig = load_live_rig(params["rig_file"])
+        # the same construction as an offline run of this node (live_run.offline_objects)
+        pipeline = pipeline_from_params(rig, params)
         cameras = rig.of_kind(SensorKind.CAMERA)
         if params["use_cameras"] and cameras:
             # load the weights and run once now: the first inference (allocator, kernels)
@@ -122,17 +67,8 @@ class PipelineNode(ManagedNode):
             shape = (size.height, size.width, 3) if size is not None else (480, 640, 3)
             pipeline.camera_detector().detect(np.zeros(shape, np.uint8))
         self._primary = params["primary_list"]
-        if self._primary not in pipeline.lists:
-            raise ConfigError(f"parameter 'primary_list' = {self._primary!r} is not produced "
-                              f"with this rig and 'lists' (produced: {list(pipeline.lists)})")
-        self.rig = rig
+        self.configure_inputs(rig, params)
         self.pipeline = pipeline
-        self.assembler = SetAssembler(rig, sync_with_overrides(rig, params),
-                                      params["deskew_lidar"])
-        self.decoder = SensorDecoder(rig, params["remove_nans"])
-        ref = rig.sensors[self.assembler.sync_config.reference]
-        rate = getattr(ref.sensor_model, "rate_hz", 0.0)
-        self._period_s = 1.0 / rate if rate else None
         self._make_publishers(params)
 
     def _make_publishers(self, params: dict[str, Any]) -> None:
@@ -169,134 +105,20 @@ class PipelineNode(ManagedNode):
                 self._pubs[f"depth/{cam.name}"] = self.publisher(
                     Image, f"~/debug/depth/{cam.name}", 2)
 
-    def health_streams(self) -> dict[str, bool]:
-        if self.rig is None:
-            return {}
-        return {s.name: s.required for s in self.rig.sensors.values()}
-
-    # ------------------------------------------------------------------ activate
-    def activate_node(self) -> None:
-        from nav_msgs.msg import Odometry
-        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-
-        assert self.rig is not None and self.params is not None
-        assert self.assembler is not None
-        self.assembler.reset()
-        self._queue.clear()
-        self._counts = dict.fromkeys(self._counts, 0)
-        qos = sensor_qos(int(self.params["qos.sensor_depth"]),
-                         reliable=bool(self.params["qos.reliable_inputs"]))
-        for spec in self.rig.sensors.values():
-            if spec.kind is SensorKind.CAMERA:
-                msg_type = (CompressedImage if getattr(spec.sensor_model, "compressed", False)
-                            else Image)
-            elif spec.kind is SensorKind.ODOMETRY:
-                msg_type = Odometry
-            else:
-                msg_type = PointCloud2
-            self.subscribe(msg_type, f"~/input/{spec.name}",
-                           functools.partial(self._on_sensor, spec.name), qos)
-            if spec.kind is SensorKind.CAMERA and spec.camera_info_topic:
-                # also with rig intrinsics (then the messages are only counted): a player
-                # waiting for subscribers on every rig topic sees this one too
-                self.subscribe(CameraInfo, f"~/input/{spec.name}/camera_info",
-                               functools.partial(self._on_camera_info, spec.name), qos)
-        self.every(float(self.params["poll_period_s"]), self._poll)
-        self.start_thread(self._work, "worker")
-
-    def deactivate_node(self) -> None:
-        self._queue.clear()
-
     def cleanup_node(self) -> None:
-        self._queue.clear()
+        super().cleanup_node()
         self._pubs = {}
-        self.pipeline = self.assembler = self.decoder = self.rig = None
+        self.pipeline = None
         self._last_result = None
 
-    # ------------------------------------------------------------------ input thread
-    def _on_camera_info(self, sensor: str, msg: Any) -> None:
-        assert self.decoder is not None
-        try:
-            self.decoder.camera_info(sensor, msg)
-        except (ConversionError, ValueError) as exc:
-            self._drop(sensor, "camera_info", str(exc))
-
-    def _on_sensor(self, sensor: str, msg: Any) -> None:
-        if self.decoder is None or self.assembler is None or self.health is None:
-            return  # a callback racing a deactivate
-        self.health.received(sensor)
-        try:
-            value = self.decoder.decode(sensor, msg)
-        except (ConversionError, ValueError, KeyError) as exc:
-            self._drop(sensor, drop_reason(exc), str(exc))
-            return
-        if value is None:
-            self._drop(sensor, "no_camera_info", "image before the first CameraInfo")
-            return
-        self._enqueue(self.assembler.add(sensor, value))
-
-    def _poll(self) -> None:
-        if self.assembler is None:
-            return
-        now = self.get_clock().now().nanoseconds
-        if now > 0:
-            self._enqueue(self.assembler.poll(now))
-
-    def _drop(self, sensor: str, reason: str, detail: str) -> None:
-        if self.health is not None:
-            self.health.dropped(sensor, reason)
-        self.get_logger().warning(f"dropped {sensor} message ({reason}): {detail}",
-                               throttle_duration_sec=5.0)
-
-    def _enqueue(self, sets: list[SensorSet]) -> None:
-        if not sets:
-            return
-        assert self.assembler is not None and self.params is not None
-        odometry = self.assembler.odometry.snapshot()
-        limit = int(self.params["max_queued_sets"])
-        with self._wake:
-            for sensor_set in sets:
-                self._counts["partial" if sensor_set.missing else "complete"] += 1
-                if sensor_set.missing:
-                    self.get_logger().warning(
-                        f"partial set at {sensor_set.stamp_ns}: missing "
-                        f"{list(sensor_set.missing)}", throttle_duration_sec=2.0)
-                self._queue.append((sensor_set, odometry))
-                while len(self._queue) > limit:
-                    old, _ = self._queue.popleft()
-                    self._counts["dropped"] += 1
-                    self.get_logger().warning(f"processing is behind: dropped the set at "
-                                           f"{old.stamp_ns}", throttle_duration_sec=2.0)
-            self._wake.notify()
-
     # ------------------------------------------------------------------ worker thread
-    def _work(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            with self._wake:
-                if not self._queue:
-                    self._wake.wait(timeout=0.1)
-                if not self._queue:
-                    continue
-                sensor_set, odometry = self._queue.popleft()
-            self._process(sensor_set, odometry)
-
-    def _process(self, sensor_set: SensorSet, odometry: Any) -> None:
+    def process_set(self, sensor_set: SensorSet, odometry: OdometryBuffer) -> None:
+        """The whole chain on one set, then every enabled output."""
         pipeline = self.pipeline
         if pipeline is None:
             return
-        t0 = time.perf_counter()
-        try:
-            result = pipeline.process(sensor_set, odometry)
-        except Exception as exc:  # a bad set must never kill the node: counted and logged
-            self._counts["dropped"] += 1
-            self.get_logger().error(f"set at {sensor_set.stamp_ns} failed ({exc!r}):\n"
-                                    f"{traceback.format_exc()}", throttle_duration_sec=2.0)
-            return
+        result = pipeline.process(sensor_set, odometry)
         self._publish(result)
-        processing_ms = (time.perf_counter() - t0) * 1e3
-        latency_ms = self.report_timing(processing_ms, sensor_set.stamp_ns)
-        self._last_times = (processing_ms, latency_ms)
-        self._counts["processed"] += 1
         self._last_result = result
         for note in result.notes:
             self.get_logger().info(note, throttle_duration_sec=10.0)
@@ -376,16 +198,8 @@ class PipelineNode(ManagedNode):
                             tracks=tracks, detections_2d=result.camera_2d.get(name))
 
     # ------------------------------------------------------------------ status
-    def extra_statuses(self) -> list[Status]:
-        c = self._counts
-        values = (("sets_complete", str(c["complete"])), ("sets_partial", str(c["partial"])),
-                  ("sets_dropped", str(c["dropped"])), ("sets_processed", str(c["processed"])),
-                  ("queued", str(len(self._queue))),
-                  ("inference_backend", self._backend))
-        level = Level.WARN if c["dropped"] or c["partial"] else Level.OK
-        message = (f"{c['partial']} partial, {c['dropped']} dropped of "
-                   f"{c['complete'] + c['partial']} sets")
-        return [Status(f"{self.get_name()}: sync", level, message, values)]
+    def sync_status_values(self) -> tuple[tuple[str, str], ...]:
+        return (("inference_backend", self._backend),)
 
     @property
     def _backend(self) -> str:
