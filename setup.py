@@ -34,6 +34,12 @@ setup(
             # lifecycle nodes for `ros2 run` / launch_ros (configure + activate themselves
             # unless --no-autostart)
             "pipeline_node = mm_perception.ros.nodes.pipeline_node:main",
+            "sync_node = mm_perception.ros.nodes.sync_node:main",
+            "lidar_detector_node = mm_perception.ros.nodes.detector_nodes:main_lidar",
+            "radar_detector_node = mm_perception.ros.nodes.detector_nodes:main_radar",
+            "camera_detector_node = mm_perception.ros.nodes.detector_nodes:main_camera",
+            "output_fusion_node = mm_perception.ros.nodes.output_fusion_node:main",
+            "tracker_node = mm_perception.ros.nodes.tracker_node:main",
         ],
     },
 )

@@ -191,17 +191,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         params[name] = yaml.safe_load(value)
     summary = run_graph(args.config, bag=args.bag, rate=args.rate, duration_s=args.duration,
                         summary_path=args.summary, use_sim_time=args.use_sim_time,
-                        parameters=params)
+                        parameters=params, executor_kind=args.executor)
     print(json.dumps(summary.get("nodes", {}), indent=2, default=str))
     return 0
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from mm_perception.ros.recorder import RecorderConfig, record
+    from mm_perception.ros.recorder import READY_LINE, RecorderConfig, record
 
     stats = record(args.out, RecorderConfig(
         topics=tuple(args.topics), discovery_timeout_s=args.discovery_timeout,
-        idle_timeout_s=args.idle_timeout, max_duration_s=args.max_duration))
+        idle_timeout_s=args.idle_timeout, idle_topics=tuple(args.idle_topics or ()),
+        max_duration_s=args.max_duration),
+        on_ready=lambda: print(f"{READY_LINE} {' '.join(args.topics)}", file=sys.stderr,
+                               flush=True))
     print(json.dumps(stats.as_dict(), indent=2))
     return 0
 
@@ -248,10 +251,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_synth_bag(args: argparse.Namespace) -> int:
     from mm_perception.bag.synthetic import SyntheticConfig, write_synthetic_bag
     from mm_perception.core.calibration import Rig
+    from mm_perception.core.types import SensorKind
 
     rig = Rig.from_yaml(args.rig)
+    # a rig whose camera model says compressed reads CompressedImage on that topic: a raw
+    # Image there would be a bag the rig cannot read
+    compressed = args.compressed or any(getattr(s.sensor_model, "compressed", False)
+                                        for s in rig.of_kind(SensorKind.CAMERA))
     cfg = SyntheticConfig(duration_s=args.duration, seed=args.seed,
-                          lidar_layout=args.lidar_layout, compressed_camera=args.compressed)
+                          lidar_layout=args.lidar_layout, compressed_camera=compressed)
     counts = write_synthetic_bag(args.out, rig, cfg, storage=args.storage)
     print(f"wrote {sum(counts.values())} messages to {args.out}: {counts}")
     return 0
@@ -425,7 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--storage", choices=["mcap", "sqlite3", "ros1"], default="mcap")
     p.add_argument("--lidar-layout", choices=["packed", "padded", "float64"], default="padded")
-    p.add_argument("--compressed", action="store_true", help="CompressedImage (jpeg) camera")
+    p.add_argument("--compressed", action="store_true",
+                   help="CompressedImage (jpeg) camera (always when the rig's camera model "
+                        "is compressed)")
     p.set_defaults(func=cmd_synth_bag)
 
     p = sub.add_parser("sim", help="simulate a scenario with MuJoCo and write a labelled bag")
@@ -471,8 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("options", nargs=argparse.REMAINDER)
     t.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("run", help="start a platform graph in-process (lifecycle nodes on a "
-                                   "multi-threaded executor), optionally replaying a bag into it")
+    p = sub.add_parser("run", help="start a platform graph in-process (lifecycle nodes, each "
+                                   "with its worker thread, on one executor), optionally "
+                                   "replaying a bag into it")
     p.add_argument("--config", required=True, help="platform config, e.g. config/car.yaml")
     p.add_argument("--bag", help="replay this bag into the graph (sim time), then stop")
     p.add_argument("--rate", type=float, default=1.0, help="replay rate with --bag")
@@ -482,6 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="set a parameter on every node (YAML value), e.g. qos.reliable_inputs=true")
     p.add_argument("--summary", help="write the graph summary (counts, latencies) as JSON")
+    p.add_argument("--executor", choices=("single", "multi"), default="single",
+                   help="rclpy executor for the nodes' callbacks (heavy work runs in each "
+                        "node's worker thread either way)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("record", help="record live topics into an MCAP bag")
@@ -490,6 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--discovery-timeout", type=float, default=30.0)
     p.add_argument("--idle-timeout", type=float, default=0.0,
                    help="stop S seconds after the last message (0: never)")
+    p.add_argument("--idle-topics", nargs="+", metavar="TOPIC",
+                   help="only these topics' messages count for --idle-timeout (default: all)")
     p.add_argument("--max-duration", type=float, default=0.0, help="stop after S seconds")
     p.set_defaults(func=cmd_record)
 

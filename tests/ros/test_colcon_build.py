@@ -2,7 +2,8 @@
 src/mm_perception/interfaces` in a fresh workspace builds the ament_python package (installs
 config/ to share/, registers the package in the ament index, the installed `mm-perception`
 entry point runs) and the ament_cmake interface package mm_perception_msgs, whose messages
-import and (de)serialise from the install space.
+import and (de)serialise from the install space; then the pipeline lifecycle node runs from
+the install space (its console script, installed params file and rig) until Ctrl-C.
 
 colcon stops descending at a package (the repository root has package.xml), so the second
 base path is what finds interfaces/mm_perception_msgs; the test also checks that the first
@@ -12,8 +13,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -43,7 +46,7 @@ def _ament_prefix_path() -> str:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_colcon_build_and_run_from_the_install_space(tmp_path: Path) -> None:
+def test_colcon_build_and_run_from_the_install_space(tmp_path: Path, domain_id: int) -> None:
     colcon = shutil.which("colcon", path=str(Path(sys.executable).parent)) or shutil.which(
         "colcon")
     if colcon is None:
@@ -117,3 +120,30 @@ def test_colcon_build_and_run_from_the_install_space(tmp_path: Path) -> None:
     assert module.startswith(str(msgs_install)), module
     assert libs, "no mm_perception_msgs type support library was loaded"
     assert all(lib.startswith(str(msgs_install)) for lib in libs), libs
+
+    # a lifecycle node from the install space: its console script, the installed params file
+    # and rig (found through the ament index), the built messages; it configures and
+    # activates itself, and releases everything on Ctrl-C
+    node_env = {**msg_env, "ROS_DOMAIN_ID": str(domain_id), "AMENT_PREFIX_PATH": os.pathsep.join(
+        [str(install), str(msgs_install), msg_env.get("AMENT_PREFIX_PATH", "")])}
+    node_env.pop("MM_PERCEPTION_CONFIG", None)
+    log = tmp_path / "pipeline_node.log"
+    share = install / "share" / "mm_perception" / "config"
+    with log.open("w") as out_file:
+        proc = subprocess.Popen(
+            [sys.executable, str(install / "lib" / "mm_perception" / "pipeline_node"),
+             "--ros-args", "--params-file", str(share / "pipeline.param.yaml")],
+            env=node_env, cwd=tmp_path, stdout=out_file, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 120
+            while "active" not in log.read_text().replace("inactive", ""):
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            rc = proc.wait(timeout=60)
+    text = log.read_text()
+    assert rc == 0, text
+    assert "configured (pipeline)" in text and "cleaned up" in text, text
+    assert "Traceback" not in text, text

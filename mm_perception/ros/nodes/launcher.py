@@ -10,10 +10,12 @@ A platform config (``config/car.yaml``, ``config/robot.yaml``) names the rig and
         kind: pipeline                 # node class (see NODE_KINDS)
         params: pipeline.param.yaml    # ROS params file, relative to this file's directory
         parameters: {publish.markers: true}   # overrides (dotted names)
+        remap: {"~/input/objects": /fusion/output/objects}   # node-to-node wiring
 
 Every node gets ``--params-file``, ``rig_file`` (the platform's rig), ``use_sim_time`` when a
-bag is replayed, and one remapping per rig sensor input, ``~/input/<sensor>:=<rig topic>``
-(and ``~/input/<camera>/camera_info``), so it listens to the rig's real topics. The launch
+bag is replayed, its own ``remap`` rules (first: they win), and one remapping per rig sensor
+input, ``~/input/<sensor>:=<rig topic>`` (and ``~/input/<camera>/camera_info``), so it
+listens to the rig's real topics. The launch
 files in ``launch/`` start the same graph with ``launch_ros`` on a ROS install.
 """
 
@@ -39,9 +41,20 @@ LOG = logging.getLogger(__name__)
 
 def node_kinds() -> dict[str, type]:
     """Node kind (the platform config's ``kind``) -> node class."""
+    from mm_perception.ros.nodes.detector_nodes import (
+        CameraDetectorNode,
+        LidarDetectorNode,
+        RadarDetectorNode,
+    )
+    from mm_perception.ros.nodes.output_fusion_node import OutputFusionNode
     from mm_perception.ros.nodes.pipeline_node import PipelineNode
+    from mm_perception.ros.nodes.sync_node import SyncNode
+    from mm_perception.ros.nodes.tracker_node import TrackerNode
 
-    return {"pipeline": PipelineNode}
+    return {"pipeline": PipelineNode, "sync": SyncNode,
+            "lidar_detector": LidarDetectorNode, "radar_detector": RadarDetectorNode,
+            "camera_detector": CameraDetectorNode, "output_fusion": OutputFusionNode,
+            "tracker": TrackerNode}
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,7 @@ class NodeEntry:
     kind: str
     params: Path | None
     parameters: dict[str, Any] = field(default_factory=dict)
+    remap: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,26 +120,49 @@ class PlatformConfig:
         for i, item in enumerate(data["nodes"]):
             if not isinstance(item, dict) or "name" not in item or "kind" not in item:
                 raise ConfigError(f"{path}: nodes[{i}] needs 'name' and 'kind', got {item!r}")
-            extra = set(item) - {"name", "kind", "params", "parameters"}
+            extra = set(item) - {"name", "kind", "params", "parameters", "remap"}
             if extra:
                 raise ConfigError(f"{path}: nodes[{i}] has unknown keys {sorted(extra)}")
             overrides = item.get("parameters") or {}
             if not isinstance(overrides, dict):
                 raise ConfigError(f"{path}: nodes[{i}].parameters must be a mapping")
+            remap = item.get("remap") or {}
+            if not isinstance(remap, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) and k and v
+                    for k, v in remap.items()):
+                raise ConfigError(f"{path}: nodes[{i}].remap must map topic names to topic "
+                                  f"names, got {remap!r}")
             entries.append(NodeEntry(str(item["name"]), str(item["kind"]),
                                      base / item["params"] if item.get("params") else None,
-                                     dict(overrides)))
+                                     dict(overrides), dict(remap)))
         return cls(str(data["platform"]), base / str(data["rig"]), tuple(entries), path)
 
 
-def input_remaps(rig: Rig) -> list[str]:
-    """``--ros-args`` remapping rules from each node's ``~/input/<sensor>`` to the rig topic."""
-    rules = []
+def input_remappings(rig: Rig) -> list[tuple[str, str]]:
+    """``(~/input/<sensor>, rig topic)`` for every rig sensor (and
+    ``~/input/<camera>/camera_info`` for cameras that have one)."""
+    pairs = []
     for spec in rig.sensors.values():
-        rules += ["-r", f"~/input/{spec.name}:={spec.topic}"]
+        pairs.append((f"~/input/{spec.name}", spec.topic))
         if spec.kind is SensorKind.CAMERA and spec.camera_info_topic:
-            rules += ["-r", f"~/input/{spec.name}/camera_info:={spec.camera_info_topic}"]
-    return rules
+            pairs.append((f"~/input/{spec.name}/camera_info", spec.camera_info_topic))
+    return pairs
+
+
+def input_remaps(rig: Rig) -> list[str]:
+    """``--ros-args`` remapping rules of :func:`input_remappings`."""
+    return [a for src, dst in input_remappings(rig) for a in ("-r", f"{src}:={dst}")]
+
+
+def node_remappings(entry: NodeEntry, rig: Rig) -> list[tuple[str, str]]:
+    """A node's remapping pairs: its platform ``remap`` (first: the first matching rule
+    wins), then the rig inputs of :func:`input_remappings`."""
+    return [*entry.remap.items(), *input_remappings(rig)]
+
+
+def node_remaps(entry: NodeEntry, rig: Rig) -> list[str]:
+    """``--ros-args`` rules of :func:`node_remappings`."""
+    return [a for src, dst in node_remappings(entry, rig) for a in ("-r", f"{src}:={dst}")]
 
 
 def create_nodes(platform: PlatformConfig, context: Any, use_sim_time: bool = False,
@@ -137,7 +174,7 @@ def create_nodes(platform: PlatformConfig, context: Any, use_sim_time: bool = Fa
     kinds = node_kinds()
     nodes = []
     for entry in platform.nodes:
-        args = ["--ros-args", *input_remaps(rig)]
+        args = ["--ros-args", *node_remaps(entry, rig)]
         if entry.params is not None:
             args += ["--params-file", str(entry.params)]
         values = {"rig_file": str(platform.rig.resolve()), **entry.parameters,
@@ -197,8 +234,9 @@ def run_graph(config_path: str | Path, bag: str | Path | None = None, rate: floa
               duration_s: float | None = None, drain_s: float = 2.0,
               summary_path: str | Path | None = None,
               use_sim_time: bool = False,
-              parameters: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run a platform graph in-process on a multi-threaded executor.
+              parameters: dict[str, Any] | None = None,
+              executor_kind: str = "single") -> dict[str, Any]:
+    """Run a platform graph in-process on one executor (:func:`make_executor`).
 
     With ``bag``: the bag is replayed (``/clock`` and sim time) from this process at
     ``rate`` and the graph stops ``drain_s`` after the bag ends. Without: runs until
@@ -207,16 +245,19 @@ def run_graph(config_path: str | Path, bag: str | Path | None = None, rate: floa
     ``summary_path``) the graph summary of :func:`graph_summary`.
     """
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException
+    from rclpy.signals import SignalHandlerOptions
 
     from mm_perception.ros.player import BagPlayer, PlayerConfig
 
     platform = PlatformConfig.from_yaml(config_path)
     context = rclpy.Context()
-    rclpy.init(context=context)
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    # Ctrl-C / SIGINT as KeyboardInterrupt, not rclpy's handler (see run_single_node)
+    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+    executor = make_executor(executor_kind, context)
     nodes: list[Any] = []
     summary: dict[str, Any] = {}
+    spin: threading.Thread | None = None
     try:
         nodes = create_nodes(platform, context, use_sim_time=use_sim_time or bag is not None,
                              extra_parameters=parameters)
@@ -242,9 +283,40 @@ def run_graph(config_path: str | Path, bag: str | Path | None = None, rate: floa
         bring_down(nodes)
         executor.shutdown()
         context.try_shutdown()
+        # a spin thread still inside rcl's wait at interpreter exit aborts the process
+        # ("terminate called without an active exception"): let it leave first
+        if spin is not None:
+            spin.join(timeout=10.0)
     if summary_path is not None:
         Path(summary_path).write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+#: executor kinds of :func:`make_executor`
+EXECUTORS = ("single", "multi")
+
+
+def make_executor(kind: str, context: Any = None) -> Any:
+    """The executor the graph's nodes spin on.
+
+    ``single`` (the default of ``run``): one ``SingleThreadedExecutor`` thread runs every
+    node's callbacks, which only decode messages and assemble sets; each node does its heavy
+    work in its own worker thread, so nodes still run concurrently. ``multi``: a
+    ``MultiThreadedExecutor`` with 4 threads. Measured on the 2-core machine with a 10 Hz car
+    bag under sim time (``bench/bench_live.py``), the multi-threaded executor's Python
+    wait loop runs on every ``/clock`` message and holds the GIL so much that input callbacks
+    and the worker starve (most sets dropped); the single-threaded one keeps up.
+
+    Raises:
+        ConfigError: unknown ``kind``.
+    """
+    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+
+    if kind == "single":
+        return SingleThreadedExecutor(context=context)
+    if kind == "multi":
+        return MultiThreadedExecutor(num_threads=4, context=context)
+    raise ConfigError(f"executor must be one of {EXECUTORS}, got {kind!r}")
 
 
 def _spin(executor: Any) -> None:
@@ -257,18 +329,22 @@ def _spin(executor: Any) -> None:
 def run_single_node(node_cls: type, args: list[str] | None = None) -> None:
     """Console entry point of one node: ``rclpy.init(args)``, construct, configure and
     activate (unless ``--no-autostart`` is among the arguments before ``--ros-args``), spin
-    on a multi-threaded executor until Ctrl-C."""
+    on a single-threaded executor (see :func:`make_executor`) until Ctrl-C."""
     import sys
 
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException
+    from rclpy.signals import SignalHandlerOptions
 
     argv = list(sys.argv if args is None else args)
     autostart = "--no-autostart" not in argv
     argv = [a for a in argv if a != "--no-autostart"]
-    rclpy.init(args=argv)
+    # no rclpy signal handler: on Ctrl-C it would shut the context down under the node (a
+    # lifecycle node then hangs in "deactivating"); KeyboardInterrupt reaches the finally
+    # below instead, which walks the node down while the context is valid
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     node = node_cls()
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = make_executor("single")
     executor.add_node(node)
     try:
         if autostart:
@@ -285,5 +361,20 @@ def run_single_node(node_cls: type, args: list[str] | None = None) -> None:
         rclpy.try_shutdown()
 
 
-__all__ = ["NodeEntry", "PlatformConfig", "bring_down", "bring_up", "create_nodes",
-           "graph_summary", "input_remaps", "node_kinds", "run_graph", "run_single_node"]
+__all__ = [
+    "EXECUTORS",
+    "NodeEntry",
+    "PlatformConfig",
+    "bring_down",
+    "bring_up",
+    "create_nodes",
+    "graph_summary",
+    "input_remappings",
+    "input_remaps",
+    "make_executor",
+    "node_kinds",
+    "node_remappings",
+    "node_remaps",
+    "run_graph",
+    "run_single_node",
+]
