@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mm_perception.core.errors import BagError, ConfigError
+
+#: what ``mm-perception record`` prints on stderr once every topic is subscribed
+READY_LINE = "mm_perception recorder ready:"
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,8 @@ class RecorderConfig:
         topics: topics to record (exact names), at least one.
         discovery_timeout_s: give up when a topic has not appeared in the graph by then.
         idle_timeout_s: stop this long after the last message (once one arrived; 0 = never).
+        idle_topics: the topics whose messages count for ``idle_timeout_s`` (empty: all);
+            periodic topics such as ``/diagnostics`` would otherwise never let it end.
         max_duration_s: stop after this long in any case (0 = no limit).
         qos_depth: subscription queue depth (reliable, volatile).
     """
@@ -36,6 +42,7 @@ class RecorderConfig:
     topics: tuple[str, ...]
     discovery_timeout_s: float = 30.0
     idle_timeout_s: float = 0.0
+    idle_topics: tuple[str, ...] = ()
     max_duration_s: float = 0.0
     qos_depth: int = 100
 
@@ -45,6 +52,10 @@ class RecorderConfig:
         for key in ("discovery_timeout_s", "idle_timeout_s", "max_duration_s"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"RecorderConfig.{key} must be >= 0, got {getattr(self, key)}")
+        unknown = [t for t in self.idle_topics if t not in self.topics]
+        if unknown:
+            raise ConfigError(f"RecorderConfig.idle_topics {unknown} are not among the "
+                              f"recorded topics")
         if self.qos_depth < 1:
             raise ConfigError(f"RecorderConfig.qos_depth must be >= 1, got {self.qos_depth}")
 
@@ -60,8 +71,12 @@ class RecordStats:
         return {"recorded": dict(self.recorded), "types": dict(self.types)}
 
 
-def record(out: str | Path, config: RecorderConfig, context: Any = None) -> RecordStats:
-    """Record ``config.topics`` into the new MCAP bag ``out`` (see the module docstring)."""
+def record(out: str | Path, config: RecorderConfig, context: Any = None,
+           on_ready: Callable[[], None] | None = None) -> RecordStats:
+    """Record ``config.topics`` into the new MCAP bag ``out`` (see the module docstring).
+
+    ``on_ready`` is called once every topic is subscribed (a player started after it loses
+    nothing that reaches this process)."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -89,6 +104,7 @@ def record(out: str | Path, config: RecorderConfig, context: Any = None) -> Reco
         store = interfaces_typestore()
         qos = QoSProfile(depth=config.qos_depth, reliability=ReliabilityPolicy.RELIABLE)
         last = [0.0]
+        idle_topics = set(config.idle_topics or config.topics)
         with BagWriter(out, "mcap", typestore=store) as writer:
             for topic in config.topics:
                 typename = graph[topic][0]
@@ -97,11 +113,14 @@ def record(out: str | Path, config: RecorderConfig, context: Any = None) -> Reco
                 def on_msg(data: bytes, topic: str = topic, typename: str = typename) -> None:
                     writer.write_raw(topic, typename, time.time_ns(), data)
                     stats.recorded[topic] += 1
-                    last[0] = time.monotonic()
+                    if topic in idle_topics:
+                        last[0] = time.monotonic()
 
                 node.create_subscription(message_class(typename), topic, on_msg, qos, raw=True)
             executor = SingleThreadedExecutor(context=context)
             executor.add_node(node)
+            if on_ready is not None:
+                on_ready()
             start = time.monotonic()
             try:
                 while True:
@@ -122,4 +141,4 @@ def record(out: str | Path, config: RecorderConfig, context: Any = None) -> Reco
     return stats
 
 
-__all__ = ["RecordStats", "RecorderConfig", "record"]
+__all__ = ["READY_LINE", "RecordStats", "RecorderConfig", "record"]
