@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import numbers
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,6 +134,17 @@ def _slerp_batch(q0: F64, q1: F64, alpha: F64) -> F64:
     return out
 
 
+@dataclass(frozen=True)
+class OdometryDelta:
+    """:meth:`OdometryBuffer.delta`: the stamps (ns, in order) of a buffer, the states among
+    them the receiver lacks, the buffer's counters and frames."""
+
+    stamps: tuple[int, ...]
+    new_states: tuple[EgoState, ...]
+    stats: dict[str, int]
+    frames: tuple[str, str] | None
+
+
 class OdometryBuffer:
     """Sorted history of :class:`EgoState` s with vectorised pose look-up.
 
@@ -201,6 +213,38 @@ class OdometryBuffer:
         out._frames = self._frames
         out._cache = self._cache
         return out
+
+    def delta(self, known: AbstractSet[int]) -> OdometryDelta:
+        """What a copy of this buffer that holds the states stamped ``known`` needs to become
+        equal to it (:meth:`apply_delta`): the stamps in order plus only the states it
+        lacks. A live node keeps a copy in its processing process this way, sending a few
+        states per set instead of the whole history."""
+        return OdometryDelta(tuple(self._stamps),
+                             tuple(s for t, s in zip(self._stamps, self._states, strict=True)
+                                   if t not in known),
+                             dict(self._stats), self._frames)
+
+    def apply_delta(self, delta: OdometryDelta) -> None:
+        """Become equal to the buffer ``delta`` was taken from.
+
+        Raises:
+            ValueError: a stamp of the delta is neither among its states nor held here (the
+                delta was taken against other ``known`` stamps than this buffer holds).
+        """
+        by_stamp = dict(zip(self._stamps, self._states, strict=True))
+        by_stamp.update((int(s.stamp_ns), s) for s in delta.new_states)
+        missing = [t for t in delta.stamps if t not in by_stamp]
+        if missing:
+            raise ValueError(f"odometry delta refers to {len(missing)} states this buffer "
+                             f"does not hold (first: {missing[0]} ns)")
+        quats = dict(zip(self._stamps, self._quats, strict=True))
+        self._states = [by_stamp[t] for t in delta.stamps]
+        self._quats = [quats[t] if t in quats else matrix_to_quaternion(s.pose.rotation)
+                       for t, s in zip(delta.stamps, self._states, strict=True)]
+        self._stamps = list(delta.stamps)
+        self._stats = dict(delta.stats)
+        self._frames = delta.frames
+        self._cache = None
 
     def add(self, state: EgoState) -> bool:
         """Insert a state in stamp order.
@@ -486,6 +530,7 @@ def compensate_doppler(scan: RadarScan, T_base_sensor: SE3, ego: EgoState) -> F3
 __all__ = [
     "OdometryBuffer",
     "OdometryBufferConfig",
+    "OdometryDelta",
     "compensate_doppler",
     "deskew_cloud",
     "deskew_points",

@@ -99,3 +99,18 @@ def test_activate_deactivate_cleanup_release_everything(node: PipelineNode) -> N
     assert node.trigger_shutdown() == TransitionCallbackReturn.SUCCESS
     assert node.entities() == {"subscriptions": 0, "timers": 0, "publishers": 0, "threads": 0}
     assert _state(node) == "finalized"
+
+
+def test_pipeline_process_lives_from_configure_to_cleanup(node: PipelineNode) -> None:
+    from mm_perception.ros.nodes.pipeline_process import PipelineProcess
+
+    assert node.get_parameter("worker_process").value is True  # the shipped default
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS, node.last_error
+    child = node.pipeline
+    assert isinstance(child, PipelineProcess) and child.alive()
+    assert set(child.lists) == {"lidar", "radar", "output"}
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert child.alive()  # inactive keeps the configured components
+    assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    assert not child.alive() and node.pipeline is None

@@ -337,3 +337,42 @@ def test_compensate_doppler_against_range_rates() -> None:
     expected = np.sum(u_world * target_vel, axis=1)
     np.testing.assert_allclose(comp, expected, atol=2e-3)
     assert np.max(np.abs(comp[:25])) < 2e-3 < np.max(np.abs(measured[:25]))
+
+
+def test_delta_keeps_a_copy_equal_to_the_buffer() -> None:
+    """A copy fed deltas (new states only) equals the buffer after every step: appends,
+    an out-of-order state, pruning by age and a clock jump backwards (reset)."""
+    config = OdometryBufferConfig(max_age_ns=2 * S)
+    src = OdometryBuffer(config)
+    copy = OdometryBuffer(config)
+    v, w = 5.0, 0.2
+
+    def ego(t: int) -> EgoState:
+        return EgoState(t, "odom", "base_link", unicycle_pose(t, v, w),
+                        linear_velocity=np.array([v, 0.0, 0.0]),
+                        angular_velocity=np.array([0.0, 0.0, w]))
+
+    known: set[int] = set()
+    steps = [list(range(1 * S, 2 * S, S // 50)), [2 * S + S // 10, 2 * S + S // 20],
+             list(range(2 * S + S // 5, 4 * S, S // 50)),  # prunes the first second
+             [S // 2, S // 2 + S // 50]]                    # jump back: a reset
+    sent = 0
+    for batch in steps:
+        for t in batch:
+            src.add(ego(t))
+        delta = src.delta(known)
+        sent += len(delta.new_states)
+        copy.apply_delta(delta)
+        known = set(delta.stamps)
+        assert copy.span() == src.span() and len(copy) == len(src)
+        assert copy.stats == src.stats
+        lo, hi = src.span()  # type: ignore[misc]
+        probe = np.linspace(lo, hi, 17).astype(np.int64)
+        for a, b in zip(copy.poses_at(probe), src.poses_at(probe), strict=True):
+            np.testing.assert_array_equal(a, b)
+    # only new states travel: each stamp once
+    assert sent == sum(len(b) for b in steps)
+    # a delta against stamps the copy does not hold is refused, not silently wrong
+    other = OdometryBuffer(config)
+    with pytest.raises(ValueError, match="does not hold"):
+        other.apply_delta(src.delta({S // 2}))

@@ -19,9 +19,12 @@ with the split ``sync`` node): input callbacks (one mutually exclusive callback 
 decode messages and feed the :class:`~mm_perception.core.assembly.SetAssembler`; a timer
 polls it with the node clock so that a silent sensor ends in a partial set after the sync
 timeout. Completed sets go to a bounded queue that one worker thread drains through
-:class:`~mm_perception.fusion.pipeline.PerceptionPipeline`. When the worker falls behind, the
-oldest waiting set is dropped and counted (``sets_dropped``): the outputs stay current rather
-than falling further and further behind.
+:class:`~mm_perception.fusion.pipeline.PerceptionPipeline`: by default in a child process
+(``worker_process``; :mod:`~mm_perception.ros.nodes.pipeline_process`), so that the chain
+does not share the GIL with the input thread, which made it 2-3 times slower live. The worker
+thread publishes the results. When the worker falls behind, the oldest waiting set is dropped
+and counted (``sets_dropped``, ``max_queued_sets``): the outputs stay current rather than
+falling further and further behind.
 """
 
 from __future__ import annotations
@@ -31,7 +34,15 @@ from typing import Any
 from mm_perception.core.ego_motion import OdometryBuffer
 from mm_perception.core.errors import ConfigError
 from mm_perception.core.types import SensorKind, SensorSet
+
+# imported here, not on the first set: an import holds the GIL (and the import lock) for
+# hundreds of milliseconds, which the input thread would wait out while sensor data queues up
+from mm_perception.ros.convert_image import array_to_image
+from mm_perception.ros.convert_objects import objects_to_msg, tracks_to_msg
+from mm_perception.ros.markers import objects_to_markers, tracks_to_markers
+from mm_perception.ros.message_factory import RclpyFactory
 from mm_perception.ros.nodes.pipeline_config import pipeline_from_params
+from mm_perception.ros.nodes.pipeline_process import PipelineProcess, warm_up
 from mm_perception.ros.nodes.set_input import (
     SetInputNode,
     load_live_rig,
@@ -55,20 +66,23 @@ class PipelineNode(SetInputNode):
     # ------------------------------------------------------------------ configure
     def configure_node(self, params: dict[str, Any]) -> None:
         rig = load_live_rig(params["rig_file"])
-        # the same construction as an offline run of this node (live_run.offline_objects)
-        pipeline = pipeline_from_params(rig, params)
-        cameras = rig.of_kind(SensorKind.CAMERA)
-        if params["use_cameras"] and cameras:
-            # load the weights and run once now: the first inference (allocator, kernels)
-            # takes over a second, which would otherwise be the first frame's latency
-            import numpy as np
-
-            size = cameras[0].intrinsics
-            shape = (size.height, size.width, 3) if size is not None else (480, 640, 3)
-            pipeline.camera_detector().detect(np.zeros(shape, np.uint8))
         self._primary = params["primary_list"]
+        if params["worker_process"]:
+            # the chain in a child process, out of the executor thread's GIL
+            self.pipeline = PipelineProcess(
+                params, keep_debug=params["publish.overlay"] or params["publish.depth_images"])
+            note = self.pipeline.warm_up_note
+            # the classes of the results the child sends back (see the module imports)
+            import mm_perception.fusion.pipeline
+        else:
+            # the same construction as an offline run of this node (live_run.offline_objects)
+            self.pipeline = pipeline_from_params(rig, params)
+            note = warm_up(self.pipeline, rig, params)
+        if note:
+            self.get_logger().warning(note)
+        if params["publish.overlay"]:
+            import mm_perception.eval.overlay  # noqa: F401  (cv2: seconds on the first set)
         self.configure_inputs(rig, params)
-        self.pipeline = pipeline
         self._make_publishers(params)
 
     def _make_publishers(self, params: dict[str, Any]) -> None:
@@ -87,7 +101,7 @@ class PipelineNode(SetInputNode):
         self._pubs = {"objects": self.publisher(m.DetectedObjectArray, "~/output/objects",
                                                 depth),
                       "status": self.publisher(m.FusionStatus, "~/output/status", depth)}
-        if self._primary in self.pipeline.config.track_lists:
+        if self._primary in params["track_lists"]:
             self._pubs["tracks"] = self.publisher(m.TrackedObjectArray, "~/output/tracks",
                                                   depth)
         if params["publish.all_lists"]:
@@ -108,6 +122,8 @@ class PipelineNode(SetInputNode):
     def cleanup_node(self) -> None:
         super().cleanup_node()
         self._pubs = {}
+        if isinstance(self.pipeline, PipelineProcess):
+            self.pipeline.close()
         self.pipeline = None
         self._last_result = None
 
@@ -124,7 +140,6 @@ class PipelineNode(SetInputNode):
             self.get_logger().info(note, throttle_duration_sec=10.0)
 
     def _publish(self, result: Any) -> None:
-        from mm_perception.ros.convert_objects import objects_to_msg, tracks_to_msg
 
         assert self.rig is not None
         frame = self.rig.base_frame
@@ -143,8 +158,6 @@ class PipelineNode(SetInputNode):
 
     def _publish_debug(self, result: Any) -> None:
         """Markers, overlays and depth images (only the ones enabled by parameters)."""
-        from mm_perception.ros.convert_image import array_to_image
-        from mm_perception.ros.message_factory import RclpyFactory
 
         assert self.rig is not None
         frame = self.rig.base_frame
@@ -152,7 +165,6 @@ class PipelineNode(SetInputNode):
         tracks = result.tracks.get(self._primary)
         pub = self._pubs.get("markers")
         if pub is not None:
-            from mm_perception.ros.markers import objects_to_markers, tracks_to_markers
 
             batch = (tracks_to_markers(tracks, result.stamp_ns, frame) if tracks is not None
                      else objects_to_markers(objects, result.stamp_ns, frame))
