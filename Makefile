@@ -37,7 +37,7 @@ test-gpu: setup
 	$(PY) -m pytest tests/gpu -q
 
 lint: setup
-	$(VENV)/bin/ruff check mm_perception tests bench
+	$(VENV)/bin/ruff check mm_perception tests bench launch
 	$(VENV)/bin/mypy
 
 bench: setup
