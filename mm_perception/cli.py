@@ -235,6 +235,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                           start_offset_s=args.start, topics=topics,
                           wait_for_subscribers=args.wait_for_subscribers,
                           wait_timeout_s=args.wait_timeout,
+                          lead_in_s=args.lead_in,
                           mute=tuple(_mute_window(m) for m in args.mute or ()))
     try:
         stats = play_bag(args.bag, config)
@@ -419,6 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait-for-subscribers", type=int, default=0,
                    help="live: wait until every topic has N subscribers before playing")
     p.add_argument("--wait-timeout", type=float, default=30.0)
+    p.add_argument("--lead-in", type=float, default=0.0, metavar="S",
+                   help="live: publish /clock at the start time for S seconds before the "
+                        "first message (sim-time clocks and DDS data channels get ready)")
     p.add_argument("--mute", nargs="*", metavar="TOPIC@START:END",
                    help="live: do not publish TOPIC between START and END s (sensor dropout)")
     p.add_argument("--offline", action="store_true",

@@ -52,6 +52,9 @@ class LiveRunConfig:
             ``/diagnostics``); they do not keep the recorder from going idle.
         startup_timeout_s: deadline for each process to get ready, seconds.
         idle_timeout_s: the recording ends this long after the last output message, s.
+        lead_in_s: ``/clock`` at the start time this long before the first message (the
+            player's ``--lead-in``): the graph's clock is running and Fast DDS has opened
+            its TCP data channels (``LARGE_DATA``) before the first sensor data, s.
         domain_id: ``ROS_DOMAIN_ID`` of all three processes (None: inherited).
     """
 
@@ -63,6 +66,7 @@ class LiveRunConfig:
     extra_topics: tuple[str, ...] = ()
     startup_timeout_s: float = 180.0
     idle_timeout_s: float = 3.0
+    lead_in_s: float = 1.0
     domain_id: int | None = None
 
     def __post_init__(self) -> None:
@@ -203,6 +207,7 @@ def run_live(bag: str | Path, out_dir: str | Path, config: LiveRunConfig) -> Liv
         player = _Process("player", _cli(
             "replay", str(bag), "--rig", rig, "--rate", str(config.rate),
             "--wait-for-subscribers", "1", "--wait-timeout", str(config.startup_timeout_s),
+            "--lead-in", str(config.lead_in_s),
             "--out", str(out / "player"), *mute), out / "player.log", env)
         processes.append(player)
         if player.wait(_bag_duration_s(bag) / config.rate + config.startup_timeout_s,

@@ -45,6 +45,10 @@ class PlayerConfig:
         qos_depth: publisher queue depth.
         ack_timeout_s: at the end, wait this long for subscribers to acknowledge the last
             messages (reliable QoS) before returning.
+        lead_in_s: after the subscribers are there, publish ``/clock`` at the bag's start
+            time for this long before the first message: sim-time nodes start their clocks,
+            and transports that open their data channels on first use (Fast DDS
+            ``LARGE_DATA``: TCP) have them open before the sensor data comes.
         mute: ``(topic, start_s, end_s)`` windows, seconds from the bag's start, in which
             that topic is not published (a sensor dropping out, to test the graph's partial
             sets and diagnostics); muted messages are counted in ``PlayStats.muted``.
@@ -60,6 +64,7 @@ class PlayerConfig:
     wait_timeout_s: float = 30.0
     qos_depth: int = 100
     ack_timeout_s: float = 5.0
+    lead_in_s: float = 0.0
     mute: tuple[tuple[str, float, float], ...] = ()
 
     def __post_init__(self) -> None:
@@ -73,6 +78,8 @@ class PlayerConfig:
         if self.start_offset_s < 0:
             raise ConfigError(f"PlayerConfig.start_offset_s must be >= 0, "
                               f"got {self.start_offset_s}")
+        if not 0 <= self.lead_in_s <= 60:
+            raise ConfigError(f"PlayerConfig.lead_in_s must be in [0, 60], got {self.lead_in_s}")
         if self.clock_hz < 0:
             raise ConfigError(f"PlayerConfig.clock_hz must be >= 0, got {self.clock_hz}")
         if self.max_loops < 0 or self.wait_for_subscribers < 0 or self.qos_depth < 1:
@@ -165,6 +172,7 @@ class BagPlayer:
 
                 clock_pub = node.create_publisher(Clock, "/clock", 10)
                 self._wait_for_subscribers(list(publishers.values()))
+                self._lead_in(bag, clock_pub, Clock)
                 passes = 0
                 while True:
                     self._one_pass(bag, publishers, clock_pub, Clock)
@@ -191,6 +199,17 @@ class BagPlayer:
                 raise BagError(f"no subscriber after {self.config.wait_timeout_s} s on: "
                                f"{lacking}")
             time.sleep(0.01)
+
+    def _lead_in(self, bag: BagSource, clock_pub: Any, clock_cls: Any) -> None:
+        """``/clock`` held at the start time for ``lead_in_s`` (see :class:`PlayerConfig`)."""
+        if not self.config.lead_in_s:
+            return
+        t0 = bag.start_ns + round(self.config.start_offset_s * 1e9)
+        period = 1.0 / self.config.clock_hz if self.config.clock_hz else 0.05
+        end = time.monotonic() + self.config.lead_in_s
+        while time.monotonic() < end:
+            self._publish_clock(clock_pub, clock_cls, t0)
+            time.sleep(period)
 
     def _wait_for_acks(self, publishers: list[Any]) -> None:
         """Reliable publishers: wait until subscribers acknowledged everything, so the last

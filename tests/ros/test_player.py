@@ -96,7 +96,46 @@ def test_unknown_topic_is_an_error(tmp_path: Path, ros_context: Any) -> None:
 
 
 @pytest.mark.parametrize("kwargs", [{"rate": 0.0}, {"start_offset_s": -1.0},
-                                    {"clock_hz": -5.0}, {"qos_depth": 0}])
+                                    {"clock_hz": -5.0}, {"qos_depth": 0},
+                                    {"lead_in_s": -0.5}, {"lead_in_s": 120.0}])
 def test_player_config_validation(kwargs: dict[str, float]) -> None:
     with pytest.raises(ConfigError, match=next(iter(kwargs))):
         PlayerConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_lead_in_holds_the_clock_at_the_start_before_the_first_message(
+        tmp_path: Path, ros_context: Any) -> None:
+    bag = tmp_path / "bag"
+    write_synthetic_bag(bag, Rig.from_dict(RIG),
+                        SyntheticConfig(duration_s=0.2, lidar_channels=2, lidar_columns=10))
+    with BagSource(bag) as src:
+        start = src.start_ns
+    listener = rclpy.create_node("listener", context=ros_context)
+    events: list[tuple[str, int, float]] = []  # (topic, stamp ns, receive time s)
+    qos = QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE)
+    listener.create_subscription(Odometry, "/odom", lambda m: events.append(
+        ("odom", m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, time.monotonic())), qos)
+    listener.create_subscription(Clock, "/clock", lambda m: events.append(
+        ("clock", m.clock.sec * 10**9 + m.clock.nanosec, time.monotonic())), qos)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(listener)
+    player_node = rclpy.create_node("player", context=ros_context)
+    config = PlayerConfig(topics=("/odom",), wait_for_subscribers=1, lead_in_s=0.5)
+    player = BagPlayer(bag, config, node=player_node)
+    thread = threading.Thread(target=player.play)
+    thread.start()
+    deadline = time.monotonic() + 60.0
+    while thread.is_alive() and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.02)
+    thread.join(timeout=10)
+    executor.spin_once(timeout_sec=0.1)
+    executor.shutdown()
+    listener.destroy_node()
+    player_node.destroy_node()
+
+    first_odom = next(i for i, e in enumerate(events) if e[0] == "odom")
+    lead = [e for e in events[:first_odom] if e[0] == "clock" and e[1] == start]
+    # /clock held at the start time for about the lead-in, before any sensor message
+    assert events[0][:2] == ("clock", start), events[:3]
+    assert lead[-1][2] - lead[0][2] >= 0.4, (lead[0], lead[-1])
+    assert all(e[1] >= start for e in events if e[0] == "clock")
