@@ -447,6 +447,38 @@ def test_radar_detector_equals_the_core_detector(ros_context: Any, bag: BagData)
         h.close()
 
 
+def test_radar_detector_waits_for_odometry_that_covers_the_scan(ros_context: Any,
+                                                               bag: BagData) -> None:
+    """A scan that arrives before the odometry covering it is held (up to odom_wait_s) and
+    detected once that odometry comes, not dropped."""
+    import mm_perception_msgs.msg as m
+
+    node = make(RadarDetectorNode, ros_context, "radar_detector",
+                params={"qos.reliable_inputs": True, "odom_wait_s": 2.0})
+    h = Harness(ros_context, [node])
+    try:
+        out = h.listen(m.DetectedObjectArray, "/radar_detector/output/objects")
+        up(node)
+        scan = bag.of("radar_front")[3]
+
+        def stamp(msg: Any) -> int:
+            return int(msg.header.stamp.sec) * 10**9 + int(msg.header.stamp.nanosec)
+
+        # just the odometry around the scan: few messages, well within odom_wait_s
+        odom = [o for o in bag.of("odom") if abs(stamp(o) - stamp(scan)) < 200_000_000]
+        h.open("/radar_detector/input/points", type(scan))
+        h.open("/radar_detector/input/odom", type(odom[0]))
+        h.feed("/radar_detector/input/points", scan, received(node, "points"))
+        assert out == []  # waiting: no odometry yet
+        for msg in odom:
+            h.feed("/radar_detector/input/odom", msg, received(node, "odom"))
+        h.wait(lambda: len(out) == 1, what="the held scan's objects")
+        assert out[0].header.stamp == scan.header.stamp
+        assert node.health.streams["points"].dropped.get("no_ego", 0) == 0
+    finally:
+        h.close()
+
+
 def test_camera_detector_with_depth_equals_detect_and_lift(
         ros_context: Any, bag: BagData,
         offline: list[tuple[SensorSet, OdometryBuffer]]) -> None:

@@ -239,7 +239,9 @@ class RadarDetectorNode(DetectorNode):
         self.detector = RadarDetector(RadarDetectorConfig())
         self.decoder = SensorDecoder(self.rig, remove_nans=True)
         self.odometry: Any = OdometryInput(self.rig)
-        self._odom_lock = threading.Lock()
+        # notified on every odometry message: the worker waits on it for odometry that covers
+        # a scan's stamp instead of polling
+        self._odom_lock = threading.Condition()
         self._odom_wait_s = float(params["odom_wait_s"])
 
     def release(self) -> None:
@@ -262,6 +264,7 @@ class RadarDetectorNode(DetectorNode):
             return
         with self._odom_lock:
             problem = odometry.add(msg, self.health)
+            self._odom_lock.notify_all()
         if problem:
             self.get_logger().warning(f"dropped odom message ({problem})",
                                       throttle_duration_sec=5.0)
@@ -283,16 +286,17 @@ class RadarDetectorNode(DetectorNode):
         from mm_perception.fusion.pipeline import ego_at
 
         deadline = time.monotonic() + self._odom_wait_s
-        while True:
-            odometry = self.odometry
-            if odometry is None:
-                return None
-            with self._odom_lock:
-                snapshot = odometry.snapshot()
-            ego = ego_at(stamp_ns, snapshot)
-            if ego is not None or time.monotonic() >= deadline:
-                return ego
-            time.sleep(0.005)
+        # the check and the wait under one lock: a message added in between is not missed
+        with self._odom_lock:
+            while True:
+                odometry = self.odometry
+                if odometry is None:
+                    return None
+                ego = ego_at(stamp_ns, odometry.snapshot())
+                left = deadline - time.monotonic()
+                if ego is not None or left <= 0:
+                    return ego
+                self._odom_lock.wait(timeout=left)  # until the next odometry message
 
     def detect(self, item: Any) -> list[DetectedObject]:
         scan: RadarScan = item
