@@ -81,7 +81,8 @@ def scan(solids: list[Solid], plane: tuple[float, float, float] = (0.0, 0.0, 0.0
         hi_ = np.array([sol.length / 2, sol.width / 2, sol.height])
         ol = np.array([cy * rel[0] + sy * rel[1], -sy * rel[0] + cy * rel[1], rel[2]])
         dl = np.stack([cy * d[:, 0] + sy * d[:, 1], -sy * d[:, 0] + cy * d[:, 1], d[:, 2]], 1)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        # a ray (nearly) parallel to a slab gives +-inf (or overflow): the slab method wants it
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             t1 = (lo_ - ol) / dl
             t2 = (hi_ - ol) / dl
         tmin = np.nanmax(np.minimum(t1, t2), axis=1)
