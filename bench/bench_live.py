@@ -32,7 +32,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mm_perception.ros.live_run import LiveRunConfig, run_live
+from mm_perception.ros.live_run import LiveRunConfig, dds_env, run_live
 
 REPO = Path(__file__).resolve().parents[1]
 PLATFORM = REPO / "config" / "car.yaml"
@@ -50,8 +50,7 @@ def in_process(bag: Path, out: Path, executor: str, params: dict[str, Any]) -> d
     """The graph summary of ``mm-perception run --bag`` (player in the same process)."""
     import os
 
-    env = dict(os.environ)
-    env.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")  # as run_live does
+    env = dds_env(os.environ)  # as run_live does
     args = [a for k, v in params.items() for a in ("--param", f"{k}={json.dumps(v)}")]
     done = subprocess.run([sys.executable, "-m", "mm_perception.cli", "run", "--config",
                            str(PLATFORM), "--bag", str(bag), "--executor", executor,

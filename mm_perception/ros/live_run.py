@@ -103,6 +103,14 @@ def output_topics(platform: PlatformConfig) -> dict[str, str]:
     return {n.name: f"/{n.name}/output/objects" for n in platform.nodes if n.kind == "pipeline"}
 
 
+def dds_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` for a process of a live graph on one machine: Fast DDS' default UDP transport
+    loses fragments of 1 MB camera frames on loopback; a reliable stream then holds every
+    later sample until the writer's next heartbeat (3 s) and the graph sees bursts and gaps.
+    TCP + shared memory for user data (``LARGE_DATA``) does not. A value already set wins."""
+    return {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA", **env}
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "mm_perception.cli", *args]
 
@@ -177,11 +185,7 @@ def run_live(bag: str | Path, out_dir: str | Path, config: LiveRunConfig) -> Liv
     topics = output_topics(platform)
     if not topics:
         raise ConfigError(f"{config.platform}: no node publishes objects")
-    env = dict(os.environ)
-    # Fast DDS' default UDP transport loses fragments of 1 MB camera frames on loopback;
-    # a reliable stream then holds every later sample until the writer's next heartbeat
-    # (3 s) and the graph sees bursts and gaps. TCP + shared memory for user data does not.
-    env.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    env = dds_env(os.environ)
     if config.domain_id is not None:
         env["ROS_DOMAIN_ID"] = str(config.domain_id)
     params = [a for name, value in config.parameters.items()
@@ -350,5 +354,15 @@ def compare_objects(live: Mapping[int, Sequence[DetectedObject]],
                       worst)
 
 
-__all__ = ["Comparison", "LiveRunConfig", "LiveRunError", "LiveRunResult", "compare_objects",
-           "offline_objects", "output_topics", "recorded_objects", "run_live"]
+__all__ = [
+    "Comparison",
+    "LiveRunConfig",
+    "LiveRunError",
+    "LiveRunResult",
+    "compare_objects",
+    "dds_env",
+    "offline_objects",
+    "output_topics",
+    "recorded_objects",
+    "run_live",
+]

@@ -15,6 +15,8 @@ import pytest
 
 pytest.importorskip("rclpy")
 
+from mm_perception.ros.live_run import dds_env
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -38,8 +40,7 @@ def robot_bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _run(config: str, bag: Path, tmp_path: Path, domain_id: int) -> dict[str, dict]:
     summary = tmp_path / "summary.json"
-    env = {**os.environ, "ROS_DOMAIN_ID": str(domain_id),
-           "FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}
+    env = {**dds_env(os.environ), "ROS_DOMAIN_ID": str(domain_id)}
     done = subprocess.run([sys.executable, "-m", "mm_perception.cli", "run", "--config",
                            str(REPO / "config" / config), "--bag", str(bag), "--summary",
                            str(summary)], env=env, capture_output=True, text=True,

@@ -741,3 +741,30 @@ def test_chain_matches_the_composed_pipeline(chain: tuple[Harness, list[Any]], b
     assert last and all(t.object.box.frame_id == "base_link" for t in last)
     assert fusion._counts["partial"] == 0 and sync._counts["dropped"] == 0
     assert lidar._counts["processed"] == n and radar._counts["failed"] == 0
+
+
+def test_odometry_input_drops_bad_messages_through_the_node() -> None:
+    """OdometryInput: the rig's odometry offset applied; a NaN pose and a repeated stamp go
+    to the node's drop (reason named), the buffer keeps only the good message."""
+    from nav_msgs.msg import Odometry
+
+    from mm_perception.ros.nodes.set_input import OdometryInput
+
+    rig = Rig.from_yaml(RIG_FILE)
+    drops: list[tuple[str, str, str]] = []
+    odometry = OdometryInput(rig, lambda *d: drops.append(d))
+    good = Odometry()
+    good.header.frame_id, good.child_frame_id = "odom", "base_link"
+    good.header.stamp.sec = 5
+    good.pose.pose.orientation.w = 1.0
+    assert odometry.add(good, None)
+    bad = copy.deepcopy(good)
+    bad.header.stamp.sec = 6
+    bad.pose.pose.position.x = float("nan")
+    assert not odometry.add(bad, None)
+    assert not odometry.add(copy.deepcopy(good), None)  # same stamp again
+    assert [(stream, reason) for stream, reason, _ in drops] == [("odom", drops[0][1]),
+                                                                ("odom", "stamp")]
+    assert drops[0][1] and drops[0][2]  # a reason and a detail for the NaN pose
+    assert len(odometry.buffer) == 1
+    assert odometry.buffer.span() == (5 * 10**9 + odometry.offset_ns,) * 2

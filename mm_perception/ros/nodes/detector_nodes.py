@@ -42,6 +42,7 @@ import functools
 import threading
 import time
 import traceback
+from abc import ABCMeta, abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
@@ -70,7 +71,7 @@ class InputDropped(Exception):  # noqa: N818 (a signal, not an error)
         self.stream, self.reason = stream, reason
 
 
-class DetectorNode(ManagedNode):
+class DetectorNode(ManagedNode, metaclass=ABCMeta):
     """Shared life cycle of the per-sensor detector nodes (see the module docstring).
 
     Subclasses set :attr:`SENSOR_KIND` and :attr:`MODALITY` and implement
@@ -92,15 +93,17 @@ class DetectorNode(ManagedNode):
         self._counts = {"processed": 0, "dropped_behind": 0, "failed": 0}
 
     # ------------------------------------------------------------------ hooks
+    @abstractmethod
     def build(self, params: dict[str, Any]) -> None:
         """Create the core components (detector, decoder) for :attr:`spec`."""
 
+    @abstractmethod
     def subscribe_inputs(self, qos: Any) -> None:
         """Create the input subscriptions (with :meth:`ManagedNode.subscribe`)."""
 
+    @abstractmethod
     def detect(self, item: Any) -> list[DetectedObject]:
         """The objects of one decoded input (``base_link``). Raising drops it (``failed``)."""
-        raise NotImplementedError
 
     def release(self) -> None:
         """Drop the core components (cleanup)."""
@@ -238,7 +241,7 @@ class RadarDetectorNode(DetectorNode):
 
         self.detector = RadarDetector(RadarDetectorConfig())
         self.decoder = SensorDecoder(self.rig, remove_nans=True)
-        self.odometry: Any = OdometryInput(self.rig)
+        self.odometry: Any = None  # a fresh history per activation (subscribe_inputs)
         # notified on every odometry message: the worker waits on it for odometry that covers
         # a scan's stamp instead of polling
         self._odom_lock = threading.Condition()
@@ -254,7 +257,7 @@ class RadarDetectorNode(DetectorNode):
         from nav_msgs.msg import Odometry
         from sensor_msgs.msg import PointCloud2
 
-        self.odometry = OdometryInput(self.rig)
+        self.odometry = OdometryInput(self.rig, self.drop)
         self.subscribe(PointCloud2, "~/input/points", self._on_points, qos)
         self.subscribe(Odometry, "~/input/odom", self._on_odom, qos)
 
@@ -263,11 +266,8 @@ class RadarDetectorNode(DetectorNode):
         if odometry is None:
             return
         with self._odom_lock:
-            problem = odometry.add(msg, self.health)
+            odometry.add(msg, self.health)
             self._odom_lock.notify_all()
-        if problem:
-            self.get_logger().warning(f"dropped odom message ({problem})",
-                                      throttle_duration_sec=5.0)
 
     def _on_points(self, msg: Any) -> None:
         if self.health is None or self.decoder is None or self.spec is None:

@@ -119,7 +119,7 @@ class OutputFusionNode(ManagedNode):
 
         assert self.params is not None and self.sync_config is not None
         self.collector = SyncCollector(self.sync_config)
-        self.odometry = OdometryInput(self.rig)
+        self.odometry = OdometryInput(self.rig, self.drop)
         self._counts = dict.fromkeys(self._counts, 0)
         depth = int(self.params["qos.input_depth"])
         for sensor in self.sync_config.sensors:
@@ -139,12 +139,8 @@ class OutputFusionNode(ManagedNode):
 
     # ------------------------------------------------------------------ callbacks
     def _on_odom(self, msg: Any) -> None:
-        if self.odometry is None:
-            return
-        problem = self.odometry.add(msg, self.health)
-        if problem:
-            self.get_logger().warning(f"dropped odom message ({problem})",
-                                      throttle_duration_sec=5.0)
+        if self.odometry is not None:
+            self.odometry.add(msg, self.health)
 
     def _on_objects(self, sensor: str, msg: Any) -> None:
         from mm_perception.ros.convert_objects import objects_from_msg

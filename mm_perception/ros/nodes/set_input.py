@@ -31,6 +31,8 @@ from __future__ import annotations
 import functools
 import time
 import traceback
+from abc import ABCMeta, abstractmethod
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -110,23 +112,25 @@ def rig_sensor(rig: Rig, name: str, kinds: tuple[SensorKind, ...], parameter: st
 class OdometryInput:
     """``nav_msgs/Odometry`` -> an :class:`OdometryBuffer` on the common clock (the rig's
     ``time_offset_s`` of its odometry sensor added to each stamp, as the
-    :class:`SetAssembler` does), with bad messages dropped and counted.
+    :class:`SetAssembler` does), with bad messages dropped through the node's
+    :meth:`ManagedNode.drop` (counted and logged).
 
     Args:
         rig: the rig (the offset of its first odometry sensor is used; none: 0).
-        health: the node's monitor; stream ``stream`` must be one of its streams.
+        drop: the node's :meth:`ManagedNode.drop`.
         stream: the health stream name (``odom``).
     """
 
-    def __init__(self, rig: Rig, stream: str = "odom") -> None:
+    def __init__(self, rig: Rig, drop: Callable[[str, str, str], None],
+                 stream: str = "odom") -> None:
         odom = rig.of_kind(SensorKind.ODOMETRY)
         self.offset_ns = odom[0].time_offset_ns if odom else 0
         self.stream = stream
         self.buffer = OdometryBuffer(OdometryBufferConfig())
+        self._drop = drop
 
-    def add(self, msg: Any, health: HealthMonitor | None) -> str | None:
-        """Take one message; returns None when used, else the drop reason (already counted
-        on ``health``)."""
+    def add(self, msg: Any, health: HealthMonitor | None) -> bool:
+        """Take one message (counted as received on ``health``); False when it was dropped."""
         from mm_perception.ros.conversions import ego_state_from_odometry
 
         if health is not None:
@@ -136,22 +140,20 @@ class OdometryInput:
             if self.offset_ns:
                 state = replace(state, stamp_ns=state.stamp_ns + self.offset_ns)
         except (ConversionError, ValueError, KeyError) as exc:
-            reason = drop_reason(exc)
-            if health is not None:
-                health.dropped(self.stream, reason)
-            return f"{reason}: {exc}"
+            self._drop(self.stream, drop_reason(exc), str(exc))
+            return False
         if not self.buffer.add(state):
-            if health is not None:
-                health.dropped(self.stream, "stamp")
-            return f"stamp: odometry at {state.stamp_ns} not accepted (out of order)"
-        return None
+            self._drop(self.stream, "stamp",
+                       f"odometry at {state.stamp_ns} not accepted (out of order)")
+            return False
+        return True
 
     def snapshot(self) -> OdometryBuffer:
         """A copy the worker thread can read while the input thread adds."""
         return self.buffer.snapshot()
 
 
-class SetInputNode(ManagedNode):
+class SetInputNode(ManagedNode, metaclass=ABCMeta):
     """A lifecycle node fed with synchronised :class:`SensorSet` s of the rig's raw sensors
     (see the module docstring). Subclasses implement :meth:`process_set`."""
 
@@ -166,10 +168,10 @@ class SetInputNode(ManagedNode):
         self._period_s: float | None = None
 
     # ------------------------------------------------------------------ subclass hooks
+    @abstractmethod
     def process_set(self, sensor_set: SensorSet, odometry: OdometryBuffer) -> None:
         """Work on one set in the worker thread (publish its results). An exception drops
         the set (counted in ``sets_dropped``, logged with its traceback), never the node."""
-        raise NotImplementedError
 
     def sync_status_values(self) -> tuple[tuple[str, str], ...]:
         """Extra key/values appended to the sync diagnostic status."""

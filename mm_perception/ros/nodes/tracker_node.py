@@ -80,7 +80,7 @@ class TrackerNode(ManagedNode):
         self.tracker.reset()
         self._last_stamp = None
         self._counts = dict.fromkeys(self._counts, 0)
-        self.odometry = OdometryInput(self.rig)
+        self.odometry = OdometryInput(self.rig, self.drop)
         self.subscribe(m.DetectedObjectArray, "~/input/objects", self._on_objects,
                        int(self.params["qos.input_depth"]))
         self.subscribe(Odometry, "~/input/odom", self._on_odom,
@@ -95,12 +95,8 @@ class TrackerNode(ManagedNode):
 
     # ------------------------------------------------------------------ callbacks
     def _on_odom(self, msg: Any) -> None:
-        if self.odometry is None:
-            return
-        problem = self.odometry.add(msg, self.health)
-        if problem:
-            self.get_logger().warning(f"dropped odom message ({problem})",
-                                      throttle_duration_sec=5.0)
+        if self.odometry is not None:
+            self.odometry.add(msg, self.health)
 
     def track(self, objects: list[DetectedObject], stamp_ns: int) -> tuple[list[Track],
                                                                           list[str]]:
