@@ -29,3 +29,28 @@ class KeyedConfigError(ConfigError):
         super().__init__(f"{key}: {problem}")
         self.key = key
         self.problem = problem
+
+
+class InferenceError(MMPerceptionError):
+    """Base class of the inference runtime's errors (``mm_perception.runtime``)."""
+
+
+class ModelLoadError(InferenceError):
+    """A model or engine file cannot be loaded (missing, corrupt, not ONNX); names the file."""
+
+
+class SpecMismatchError(InferenceError, ValueError):
+    """A model's inputs/outputs differ from the expected tensor specs; lists both."""
+
+
+class FeedError(InferenceError, ValueError):
+    """Inputs given to a backend's ``run`` do not match its input specs; names the input."""
+
+
+class BackendUnavailableError(InferenceError):
+    """The requested backend or device is not available here (TensorRT not installed, no
+    CUDA, no CUDA execution provider); never answered by a silent fallback."""
+
+
+class EngineBuildError(InferenceError):
+    """Building a TensorRT engine failed (parser errors, unsupported layer, bad profile)."""

@@ -14,12 +14,13 @@ runtimes sum in different orders, which gives differences around 1e-6; 1e-4 leav
 margin and is still far below anything that changes a decoded box), and also requires the
 decoded detections to agree (same count, boxes within 1e-2 pixels).
 
-``onnxruntime`` (and ``onnx``) are imported lazily: inference with torch does not need them.
+ONNX Runtime runs through :mod:`mm_perception.runtime` (:func:`onnx_backend`), which checks
+the file's inputs/outputs against :func:`io_specs` and each feed before running;
+``onnxruntime`` is imported lazily: inference with torch does not need it.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,13 @@ import torch
 
 from mm_perception.detection.camera.detector import CameraDetector
 from mm_perception.detection.camera.model import CameraDetectorInference
+from mm_perception.runtime import (
+    InferenceBackend,
+    RuntimeConfig,
+    TensorSpec,
+    compare_outputs,
+    create_backend,
+)
 
 F32 = npt.NDArray[np.float32]
 
@@ -80,35 +88,56 @@ class ParityReport:
         return self.detections_match and all(v <= self.atol for v in self.max_abs_diff.values())
 
 
-def onnx_session(path: str | Path) -> Any:
-    """An ONNX Runtime CPU session of an exported model."""
-    ort = importlib.import_module("onnxruntime")  # optional, untyped: imported lazily
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+def io_specs(detector: CameraDetector) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """(inputs, outputs) tensor specs of the exported network (see the module docstring)."""
+    cfg = detector.config
+    maps = ("batch", "map_h", "map_w")
+    inputs = (TensorSpec("image", "float32", ("batch", 3, cfg.input_height, cfg.input_width)),)
+    outputs = (TensorSpec("heatmap", "float32", (maps[0], "classes", *maps[1:])),
+               TensorSpec("size", "float32", (maps[0], 2, *maps[1:])),
+               TensorSpec("offset", "float32", (maps[0], 2, *maps[1:])),
+               TensorSpec("semantic", "float32", (maps[0], "classes", *maps[1:])))
+    return inputs, outputs
+
+
+def onnx_backend(detector: CameraDetector, path: str | Path,
+                 config: RuntimeConfig | None = None) -> InferenceBackend:
+    """The exported model of ``detector`` on the runtime's ONNX Runtime backend (CPU unless
+    ``config`` says otherwise); the file's inputs/outputs are checked against
+    :func:`io_specs` at load."""
+    inputs, outputs = io_specs(detector)
+    return create_backend(config or RuntimeConfig(backend="onnxruntime"), onnx_path=path,
+                          inputs=inputs, outputs=outputs)
 
 
 def check_onnx_parity(detector: CameraDetector, onnx_path: str | Path,
                       images: list[npt.NDArray[np.uint8]],
                       atol: float = PARITY_ATOL) -> ParityReport:
     """Compare torch and ONNX Runtime on RGB images (any size; pre-processed as usual)."""
-    session = onnx_session(onnx_path)
+    backend = onnx_backend(detector, onnx_path)
     diffs = dict.fromkeys(OUTPUT_NAMES, 0.0)
     match = True
-    for image in images:
-        batch, scale = detector.processor.preprocess(image)
-        ref = detector.infer_maps(batch)
-        got = session.run(list(OUTPUT_NAMES), {"image": batch})
-        for name, a, b in zip(OUTPUT_NAMES, ref, got, strict=True):
-            diffs[name] = max(diffs[name], float(np.max(np.abs(a - np.asarray(b)))))
-        h, w = image.shape[:2]
-        maps = [np.asarray(m)[0] for m in got]
-        d_ref = detector.decode(ref[0][0], ref[1][0], ref[2][0], ref[3][0], scale, w,
-                                h).detections
-        d_got = detector.decode(maps[0], maps[1], maps[2], maps[3], scale, w, h).detections
-        if (len(d_ref) != len(d_got) or d_ref.labels != d_got.labels
-                or not np.allclose(d_ref.boxes, d_got.boxes, atol=BOX_ATOL_PX)):
-            match = False
+    try:
+        for image in images:
+            batch, scale = detector.processor.preprocess(image)
+            ref = detector.infer_maps(batch)
+            got = backend.run({"image": batch})
+            report = compare_outputs(dict(zip(OUTPUT_NAMES, ref, strict=True)), got, atol)
+            for name in OUTPUT_NAMES:
+                diffs[name] = max(diffs[name], report.max_abs_diff[name])
+            h, w = image.shape[:2]
+            maps = [got[name][0] for name in OUTPUT_NAMES]
+            d_ref = detector.decode(ref[0][0], ref[1][0], ref[2][0], ref[3][0], scale, w,
+                                    h).detections
+            d_got = detector.decode(maps[0], maps[1], maps[2], maps[3], scale, w,
+                                    h).detections
+            if (len(d_ref) != len(d_got) or d_ref.labels != d_got.labels
+                    or not np.allclose(d_ref.boxes, d_got.boxes, atol=BOX_ATOL_PX)):
+                match = False
+    finally:
+        backend.close()
     return ParityReport(diffs, atol, match)
 
 
 __all__ = ["BOX_ATOL_PX", "OUTPUT_NAMES", "PARITY_ATOL", "ParityReport", "check_onnx_parity",
-           "export_onnx", "onnx_session"]
+           "export_onnx", "io_specs", "onnx_backend"]
