@@ -12,9 +12,13 @@ Sub-commands::
     mm-perception eval --bag BAG [--bag BAG ...] --rig RIG.yaml
                        [--level data output lidar radar camera] --out DIR
     mm-perception train camera [...]   (see mm_perception/detection/camera/train.py)
+    mm-perception train bev [...]      (see mm_perception/fusion/feature_level/train.py)
     mm-perception run --config config/<platform>.yaml [--bag BAG] [--rate R] [--summary F]
     mm-perception record --topics T [T ...] --out BAG [--idle-timeout S] [--max-duration S]
     mm-perception demo [--out DIR]
+    mm-perception build-engine MODEL.onnx [--precision fp32|fp16|int8] [--cache-dir DIR]
+                       [--profile NAME=MIN,OPT,MAX ...] [--dla-core N] [--workspace-mb N]
+                       [--calibration NPZ_DIR]
 
 Errors in the input (a bad rig, a missing or corrupt bag, a bag that does not match the rig)
 print one clear ``error:`` line and exit with status 2, never a traceback.
@@ -378,6 +382,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                                          description="Train the camera 2D detector.")
         camera_train.add_arguments(parser)
         return int(camera_train.run(parser.parse_args(args.options)))
+    if args.model == "bev":
+        from mm_perception.fusion.feature_level import train as bev_train
+
+        parser = argparse.ArgumentParser(prog="mm-perception train bev",
+                                         description="Train the BEV fusion model.")
+        bev_train.add_arguments(parser)
+        return int(bev_train.run(parser.parse_args(args.options)))
     raise MMPerceptionError(f"unknown model to train: {args.model!r}")
 
 
@@ -484,6 +495,10 @@ def build_parser() -> argparse.ArgumentParser:
                              add_help=False)
     t.add_argument("options", nargs=argparse.REMAINDER)
     t.set_defaults(func=cmd_train)
+    t = train_sub.add_parser("bev", help="the BEV fusion model (camera, LiDAR, radar), on "
+                                         "simulator data", add_help=False)
+    t.add_argument("options", nargs=argparse.REMAINDER)
+    t.set_defaults(func=cmd_train)
 
     p = sub.add_parser("run", help="start a platform graph in-process (lifecycle nodes, each "
                                    "with its worker thread, on one executor), optionally "
@@ -512,6 +527,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only these topics' messages count for --idle-timeout (default: all)")
     p.add_argument("--max-duration", type=float, default=0.0, help="stop after S seconds")
     p.set_defaults(func=cmd_record)
+
+    from mm_perception.runtime import build as runtime_build  # numpy only; tensorrt lazily
+
+    p = sub.add_parser("build-engine", help="build a TensorRT engine from an ONNX model ahead "
+                                            "of time into the engine cache; prints its path")
+    runtime_build.add_arguments(p)
+    p.set_defaults(func=runtime_build.run)
 
     p = sub.add_parser("demo", help="the main job: make a scene bag, replay it, write a report")
     p.add_argument("--out", default="out/demo")

@@ -93,6 +93,12 @@ class CameraDetectorNet(nn.Module):
             nn.init.constant_(layer.bias, bias)
 
     def forward(self, x: torch.Tensor) -> RawOutputs:
+        h = self.features(x)
+        return RawOutputs(self.heatmap(h), self.size(h), self.offset(h), self.semantic(h))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The shared head features ``(B, head_width, H_in / stride, W_in / stride)`` that
+        every output is a 1x1 conv of (also the camera features of the BEV fusion model)."""
         feats = []
         for stage in self.stages:
             x = stage(x)
@@ -103,8 +109,7 @@ class CameraDetectorNet(nn.Module):
             lat = self.laterals[i](levels[i])
             up = nn.functional.interpolate(p, size=lat.shape[-2:], mode="nearest")
             p = self.smooth[i](lat + up)
-        h = self.head(p)
-        return RawOutputs(self.heatmap(h), self.size(h), self.offset(h), self.semantic(h))
+        return self.head(p)
 
 
 class CameraDetectorInference(nn.Module):
