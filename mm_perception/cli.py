@@ -10,7 +10,9 @@ Sub-commands::
     mm-perception sim --scenario NAME --seed S --duration SEC --rig RIG.yaml --out BAG
     mm-perception sim dataset --scenes N [--scenarios ...] --out DIR
     mm-perception eval --bag BAG [--bag BAG ...] --rig RIG.yaml
-                       [--level data output lidar radar camera] --out DIR
+                       [--level data output lidar radar camera feature] --out DIR
+                       [--bev-weights DIR] [--bev-attention-weights DIR]
+                       [--bev-backend onnxruntime|torch]
     mm-perception train camera [...]   (see mm_perception/detection/camera/train.py)
     mm-perception train bev [...]      (see mm_perception/fusion/feature_level/train.py)
     mm-perception run --config config/<platform>.yaml [--bag BAG] [--rate R] [--summary F]
@@ -336,15 +338,31 @@ def _sim_dataset(args: argparse.Namespace, rig: Any) -> int:
 # ---------------------------------------------------------------------------- eval
 #: --level value -> the object lists it adds (the per-modality baselines always run)
 _LEVEL_LISTS = {"data": ("data",), "output": ("output",), "lidar": ("lidar",),
-                "radar": ("radar",), "camera": ("camera",)}
+                "radar": ("radar",), "camera": ("camera",), "feature": ("feature",)}
 _BASELINES = ("lidar", "radar", "camera")
+
+
+def _bev_models(args: argparse.Namespace) -> list[tuple[str, str | None]]:
+    """``(name, weights folder)`` of the BEV models of the feature-level table: ``concat``
+    (``--bev-weights``, default the committed folder) and ``attention``
+    (``--bev-attention-weights``, default the committed folder when it exists)."""
+    from mm_perception.fusion.feature_level.detector import WEIGHTS_ROOT
+
+    models: list[tuple[str, str | None]] = [("concat", args.bev_weights)]
+    attention = args.bev_attention_weights
+    if attention is None and (WEIGHTS_ROOT / "attention").is_dir():
+        attention = str(WEIGHTS_ROOT / "attention")
+    if attention is not None:
+        models.append(("attention", attention))
+    return models
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mm_perception.core.calibration import Rig
-    from mm_perception.eval.report import write_report
+    from mm_perception.eval.feature_table import model_variants, text_table
+    from mm_perception.eval.report import FEATURE_SECTION, write_report
     from mm_perception.eval.runner import EvalRunConfig, iter_bag_paths, run_evaluation
     from mm_perception.fusion.pipeline import LIST_NAMES, PipelineConfig
 
@@ -354,9 +372,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for level in args.level:
         wanted.update(_LEVEL_LISTS[level])
     lists = tuple(n for n in LIST_NAMES if n in wanted)
+    bev = None
+    variants: tuple[Any, ...] = ()
+    if "feature" in lists:
+        from mm_perception.fusion.feature_level.detector import BevDetectorConfig
+        from mm_perception.runtime import RuntimeConfig
+
+        bev = BevDetectorConfig(weights=args.bev_weights,
+                                runtime=RuntimeConfig(backend=args.bev_backend))
+        variants = model_variants(_bev_models(args), backend=args.bev_backend)
     config = EvalRunConfig(pipeline=PipelineConfig(lists=lists, track_lists=lists,
-                                                   camera_weights=args.camera_weights),
-                           max_sets_per_bag=args.max_sets)
+                                                   camera_weights=args.camera_weights,
+                                                   bev=bev),
+                           max_sets_per_bag=args.max_sets, feature_variants=variants)
     with tqdm(desc="frames", unit="frame", leave=False) as bar:
         result = run_evaluation(bags, rig, config,
                                 progress=lambda _bag, n: bar.update(n - bar.n))
@@ -369,6 +397,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
             return "      -" if v is None else f"{v:7.3f}"
         print(f"{name:<8} {f(row['car_ap_2m']):>9} {f(row['mean_ap'])} {f(row.get('mota'))} "
               f"{f(row.get('idf1'))} {f(row.get('track_velocity_error_mps')):>8}")
+    if result.feature_table:
+        print(f"\n{FEATURE_SECTION}:")
+        print(text_table([r.to_dict() for r in result.feature_table]))
     print(f"report: {files['markdown']} (html: {files['html']}, metrics: {files['metrics']})")
     return 0
 
@@ -485,6 +516,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for metrics.json and the report")
     p.add_argument("--max-sets", type=int, default=0, help="at most N sets per bag (0 = all)")
     p.add_argument("--camera-weights", help="camera detector weights folder (default: shipped)")
+    p.add_argument("--bev-weights", metavar="DIR",
+                   help="with --level feature: BEV fusion weights folder of the 'feature' list "
+                        "and the 'concat' rows of the feature-level table (default: shipped)")
+    p.add_argument("--bev-attention-weights", metavar="DIR",
+                   help="with --level feature: weights folder of the attention-fuser model "
+                        "for the feature-level table (default: the shipped one if present)")
+    p.add_argument("--bev-backend", choices=["onnxruntime", "torch"], default="onnxruntime",
+                   help="runtime backend of the BEV models")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("train", help="train a model")

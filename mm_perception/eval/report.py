@@ -11,7 +11,8 @@ Written by :func:`write_report` from an :class:`~mm_perception.eval.runner.EvalR
   (output-level) detections, and the tracks with ids and velocity arrows;
 * ``camera_<k>.png``: the camera image with the projected LiDAR points (coloured by depth),
   the 2D detections and the fused 3D boxes projected;
-* ``report.md`` / ``report.html``: tables (headline, AP per class, TP errors, tracking) and
+* ``report.md`` / ``report.html``: tables (headline, AP per class, TP errors, tracking, and
+  with BEV variants evaluated the section "Feature-level fusion: models and modalities") and
   the pictures.
 """
 
@@ -28,15 +29,19 @@ import numpy as np
 
 from mm_perception.core.calibration import Rig
 from mm_perception.core.types import Box3D, ObjectClass, TrackStatus
+from mm_perception.eval.feature_table import TABLE_COLUMNS, format_cell
 from mm_perception.eval.runner import EvalResult, PictureFrame
 
 #: list name -> what it is, for the report
 LIST_TITLES: Mapping[str, str] = {
     "lidar": "LiDAR only", "radar": "radar only", "camera": "camera only",
     "data": "data-level fusion (painted LiDAR)", "output": "output-level fusion",
+    "feature": "feature-level fusion (BEV model)",
 }
 _COLOURS = {"lidar": "tab:blue", "radar": "tab:red", "camera": "tab:green",
-            "data": "tab:purple", "output": "black"}
+            "data": "tab:purple", "output": "black", "feature": "tab:orange"}
+#: heading of the feature-level comparison section
+FEATURE_SECTION = "Feature-level fusion: models and modalities"
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -214,7 +219,25 @@ def metrics_dict(result: EvalResult) -> dict[str, Any]:
         "tracking_radar_fov": {n: m.to_dict() for n, m in result.tracking_radar_fov.items()},
         "timings_ms_median": dict(result.timings_ms),
         "notes": dict(result.notes), "replay": dict(result.replay),
+        "feature_table": [r.to_dict() for r in result.feature_table],
     }
+
+
+def _feature_section(result: EvalResult) -> list[str]:
+    """The feature-level comparison: one row per BEV variant (table order), then the
+    pipeline lists of the same run."""
+    if not result.feature_table:
+        return []
+    rows = [r.to_dict() for r in result.feature_table]
+    lines = ["", f"## {FEATURE_SECTION}", "",
+             "Trained BEV models with modalities removed at test time, on the same frames and "
+             "ground truth as the lists above; the pipeline's lists follow for comparison. "
+             "AP at 2 m centre distance; mATE / mAVE: mean translation / velocity error of "
+             "true positives at 2 m.", ""]
+    body = [[r["name"] if r["kind"] == "variant" else
+             f"{LIST_TITLES.get(r['name'], r['name'])} (list)"]
+            + [format_cell(fn(r)) for _, fn in TABLE_COLUMNS] for r in rows]
+    return lines + _table(["variant"] + [h for h, _ in TABLE_COLUMNS], body)
 
 
 def _markdown(result: EvalResult, pictures: Sequence[str]) -> str:
@@ -259,6 +282,7 @@ def _markdown(result: EvalResult, pictures: Sequence[str]) -> str:
                          _fmt(None if fov is None else fov.velocity_error, 2)])
         lines += _table(["list", "MOTA", "MOTP m", "IDF1", "ID sw.", "FP", "misses",
                          "vel. err m/s", "vel. err in radar FOV m/s"], rows)
+    lines += _feature_section(result)
     if result.timings_ms:
         lines += ["", "## Median time per frame (ms)", ""]
         lines += _table(list(result.timings_ms),
@@ -345,5 +369,5 @@ def write_report(result: EvalResult, rig: Rig, out: str | Path) -> dict[str, Pat
     return files
 
 
-__all__ = ["LIST_TITLES", "metrics_dict", "plot_bev", "plot_camera", "plot_pr_curves",
-           "write_report"]
+__all__ = ["FEATURE_SECTION", "LIST_TITLES", "metrics_dict", "plot_bev", "plot_camera",
+           "plot_pr_curves", "write_report"]

@@ -9,7 +9,9 @@ set's messages, so an object seen by the radar alone still counts for the fused 
 
 Detection metrics (:func:`evaluate_detections`) and tracking metrics
 (:func:`evaluate_tracking`) are computed per object list over all frames of all bags; the
-trackers are reset between bags. A few frames are kept for pictures (bird's-eye views,
+trackers are reset between bags. With :attr:`EvalRunConfig.feature_variants`, trained BEV
+models with modalities removed are run on the same frames and scored the same way
+(:mod:`mm_perception.eval.feature_table`). A few frames are kept for pictures (bird's-eye views,
 camera overlays) by :mod:`mm_perception.eval.report`.
 """
 
@@ -39,6 +41,13 @@ from mm_perception.eval.detection_metrics import (
     DetectionMetrics,
     evaluate_detections,
 )
+from mm_perception.eval.feature_table import (
+    DetectorFactory,
+    FeatureTableRow,
+    FeatureTableRun,
+    FeatureVariant,
+    table_rows,
+)
 from mm_perception.eval.tracking_metrics import (
     TrackingEvalConfig,
     TrackingMetrics,
@@ -66,6 +75,8 @@ class EvalRunConfig:
         tracking: tracking metric settings (same range and evidence rule).
         max_sets_per_bag: stop each bag after this many sets (0 = all).
         picture_frames: how many frames (spread over the first bag) to keep for pictures.
+        feature_variants: trained BEV models / modality subsets to run on the same frames
+            for the feature-level comparison table (empty: no table).
     """
 
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
@@ -75,12 +86,19 @@ class EvalRunConfig:
         max_range_m=50.0, ignore_gt_without_evidence=True, min_visible_pixels=None))
     max_sets_per_bag: int = 0
     picture_frames: int = 4
+    feature_variants: tuple[FeatureVariant, ...] = ()
 
     def __post_init__(self) -> None:
         for key in ("max_sets_per_bag", "picture_frames"):
             val = getattr(self, key)
             if isinstance(val, bool) or not isinstance(val, int) or val < 0:
                 raise ConfigError(f"EvalRunConfig.{key} must be an int >= 0, got {val!r}")
+        variants = tuple(self.feature_variants)
+        bad = [v for v in variants if not isinstance(v, FeatureVariant)]
+        if bad:
+            raise ConfigError(f"EvalRunConfig.feature_variants must be FeatureVariant s, got "
+                              f"{bad[0]!r}")
+        object.__setattr__(self, "feature_variants", variants)
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,6 +130,9 @@ class EvalResult:
             radar's field of view only (where radar velocity can help; its velocity error
             is the like-for-like comparison of the lists' velocity estimates). Empty when
             the rig has no radar.
+        feature_table: the feature-level comparison (:mod:`mm_perception.eval.feature_table`):
+            one row per :attr:`EvalRunConfig.feature_variants` entry, then the pipeline's
+            lists of the same run. Empty without variants.
     """
 
     detection: Mapping[str, DetectionMetrics]
@@ -125,6 +146,7 @@ class EvalResult:
     notes: Mapping[str, int]
     replay: Mapping[str, Any]
     tracking_radar_fov: Mapping[str, TrackingMetrics] = field(default_factory=dict)
+    feature_table: tuple[FeatureTableRow, ...] = ()
 
     def summary(self) -> dict[str, dict[str, float | None]]:
         """Headline numbers per list: car AP at 2 m, mAP, MOTA, IDF1, ID switches, track
@@ -193,7 +215,8 @@ def merged_truth(sensor_set: SensorSet, rig: Rig, reference: str,
 
 def run_evaluation(bags: Sequence[str | Path], rig: Rig, config: EvalRunConfig | None = None,
                    progress: Callable[[str, int], None] | None = None,
-                   pipeline: PerceptionPipeline | None = None) -> EvalResult:
+                   pipeline: PerceptionPipeline | None = None,
+                   feature_factory: DetectorFactory | None = None) -> EvalResult:
     """Run the pipeline over simulated bags and score every object list.
 
     Args:
@@ -202,9 +225,12 @@ def run_evaluation(bags: Sequence[str | Path], rig: Rig, config: EvalRunConfig |
         config: see :class:`EvalRunConfig`.
         progress: called with ``(bag, frames so far)`` after each frame (e.g. a tqdm update).
         pipeline: a pipeline to use (its config wins over ``config.pipeline``); None: built.
+        feature_factory: makes the detectors of ``config.feature_variants`` (None: BEV
+            detectors from their weights folders).
 
     Raises:
         BagError: a bag without ground truth, or unreadable.
+        FileNotFoundError: a BEV weights folder lacks a file.
     """
     from mm_perception.bag.offline import OfflineConfig, OfflineReplay, sync_config_for_rig
     from mm_perception.bag.reader import BagSource
@@ -227,6 +253,8 @@ def run_evaluation(bags: Sequence[str | Path], rig: Rig, config: EvalRunConfig |
     replay_summaries: dict[str, Any] = {}
     n_frames = no_truth = 0
     reference = sync_config_for_rig(rig).reference
+    table = (FeatureTableRun(cfg.feature_variants, feature_factory)
+             if cfg.feature_variants else None)
     for b, bag in enumerate(bags):
         bag = Path(bag)
         truth_index = index_by_stamp(load_ground_truth(bag))
@@ -261,6 +289,8 @@ def run_evaluation(bags: Sequence[str | Path], rig: Rig, config: EvalRunConfig |
                         trk_frames[name].append((result.tracks[name], truth))
                         if radar_fov:
                             fov_frames[name].append((result.tracks[name], in_fov))
+                if table is not None:
+                    _feature_frame(table, pipe, sset, result, truth, bag_rig, replay.odometry)
                 if b == 0 and cfg.picture_frames:
                     kept.append((frame_in_bag, result, truth, sset))
                     kept = _thin(kept, cfg.picture_frames)
@@ -277,11 +307,35 @@ def run_evaluation(bags: Sequence[str | Path], rig: Rig, config: EvalRunConfig |
     tracking_fov = {n: evaluate_tracking(fov_frames[n], cfg.tracking) for n in lists
                     if fov_frames[n]}
     med = {stage: float(sorted(v)[len(v) // 2]) for stage, v in timings.items() if v}
+    feature_rows: tuple[FeatureTableRow, ...] = ()
+    if table is not None:
+        feature_rows = table_rows(table.metrics(cfg.detection), detection)
+        table.close()
     return EvalResult(detection=detection, tracking=tracking, lists=lists,
                       bags=tuple(str(b) for b in bags), num_frames=n_frames,
                       frames_without_truth=no_truth, timings_ms=med,
                       pictures=tuple(pictures), notes=notes, replay=replay_summaries,
-                      tracking_radar_fov=tracking_fov)
+                      tracking_radar_fov=tracking_fov, feature_table=feature_rows)
+
+
+def _feature_frame(table: FeatureTableRun, pipe: PerceptionPipeline, sset: SensorSet,
+                   result: FrameResult, truth: tuple[GroundTruthObject, ...], rig: Rig,
+                   odometry: Any) -> None:
+    """Run the feature-level variants on one frame: on the pipeline's inputs of the
+    ``feature`` list when it made them (one :func:`frame_inputs` per set), reusing its
+    detections for the variant that is the same detector."""
+    from mm_perception.fusion.feature_level.detector import BevDetectorConfig
+    from mm_perception.fusion.feature_level.processor import frame_inputs
+
+    raw = result.feature_inputs
+    if raw is None:
+        raw = frame_inputs(sset, rig, odometry)
+    known: dict[FeatureVariant, list[DetectedObject]] = {}
+    if "feature" in result.objects:
+        own = pipe.config.bev or BevDetectorConfig()
+        known = {v: result.objects["feature"] for v in table.variants
+                 if v.detector_config() == own}
+    table.add(raw, sset.stamp_ns, truth, known)
 
 
 def _thin(kept: list[Any], limit: int) -> list[Any]:
@@ -319,5 +373,5 @@ def iter_bag_paths(values: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-__all__ = ["EvalResult", "EvalRunConfig", "PictureFrame", "iter_bag_paths", "merged_truth",
-           "run_evaluation"]
+__all__ = ["EvalResult", "EvalRunConfig", "FeatureVariant", "PictureFrame", "iter_bag_paths",
+           "merged_truth", "run_evaluation"]

@@ -17,7 +17,12 @@ Per :meth:`PerceptionPipeline.process` call (one :class:`SensorSet`):
    * ``data``: the LiDAR detector on the painted points, class from the painted camera
      scores (data-level fusion's result);
    * ``output``: output-level fusion of the per-sensor lists (LiDAR, radar, and camera boxes
-     whose depth comes from the projected LiDAR points).
+     whose depth comes from the projected LiDAR points);
+   * ``feature``: the feature-level (BEV) fusion model
+     (:class:`~mm_perception.fusion.feature_level.detector.BevDetector`) on every sensor of
+     the set, put in ``base_link`` at the set stamp by
+     :func:`~mm_perception.fusion.feature_level.processor.frame_inputs`. Not in the default
+     :attr:`PipelineConfig.lists`: it needs trained weights and loads ONNX Runtime (or torch).
 
    A sensor of several of a kind (two LiDARs) gives one list per sensor, fused with
    output-level fusion into its modality's list. Objects measured at another stamp than
@@ -69,14 +74,23 @@ if TYPE_CHECKING:  # the camera detector imports torch: loaded only when a camer
     from mm_perception.detection.camera.detector import CameraDetector, Detections2D
     from mm_perception.detection.camera.lift import LiftConfig
 
+    # the BEV detector loads ONNX Runtime / torch: imported only when ``feature`` is produced
+    from mm_perception.fusion.feature_level.detector import BevDetector, BevDetectorConfig
+    from mm_perception.fusion.feature_level.processor import RawFrame
+
 F32 = npt.NDArray[np.float32]
 
 #: every object list the pipeline can produce, in report order
-LIST_NAMES: tuple[str, ...] = ("lidar", "radar", "camera", "data", "output")
-#: what each list needs from the rig
+LIST_NAMES: tuple[str, ...] = ("lidar", "radar", "camera", "data", "output", "feature")
+#: the lists produced by default: all but ``feature`` (it needs trained BEV weights)
+DEFAULT_LISTS: tuple[str, ...] = ("lidar", "radar", "camera", "data", "output")
+#: what each list needs from the rig (all of these)
 _NEEDS: Mapping[str, tuple[SensorKind, ...]] = MappingProxyType({
     "lidar": (SensorKind.LIDAR,), "radar": (SensorKind.RADAR,), "camera": (SensorKind.CAMERA,),
-    "data": (SensorKind.LIDAR, SensorKind.CAMERA), "output": ()})
+    "data": (SensorKind.LIDAR, SensorKind.CAMERA), "output": (), "feature": ()})
+#: what each list needs from the rig (at least one of these)
+_NEEDS_ANY: Mapping[str, tuple[SensorKind, ...]] = MappingProxyType({
+    "feature": (SensorKind.CAMERA, SensorKind.LIDAR, SensorKind.RADAR)})
 
 
 def _names(value: object, key: str) -> tuple[str, ...]:
@@ -106,13 +120,16 @@ class PipelineConfig:
         use_cameras: run the camera detector (False: camera frames are only used to paint
             points with colour; the ``camera`` list is empty and output-level fusion fuses
             LiDAR and radar only).
+        bev: the feature-level detector of the ``feature`` list (weights folder, runtime
+            backend; None: the committed default weights on ONNX Runtime). Only loaded when
+            ``feature`` is in ``lists``.
 
     Raises:
         ConfigError: unknown list names, ``track_lists`` not within ``lists``, wrong types.
     """
 
-    lists: tuple[str, ...] = LIST_NAMES
-    track_lists: tuple[str, ...] = ("lidar", "radar", "camera", "data", "output")
+    lists: tuple[str, ...] = DEFAULT_LISTS
+    track_lists: tuple[str, ...] = DEFAULT_LISTS
     data_level: DataLevelConfig = field(default_factory=DataLevelConfig)
     lidar: LidarDetectorConfig = field(default_factory=LidarDetectorConfig)
     radar: RadarDetectorConfig = field(default_factory=RadarDetectorConfig)
@@ -122,6 +139,7 @@ class PipelineConfig:
     camera_weights: str | None = None
     tracking_frame: str = "odom"
     use_cameras: bool = True
+    bev: BevDetectorConfig | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lists", _names(self.lists, "lists"))
@@ -146,6 +164,14 @@ class PipelineConfig:
         if not isinstance(self.tracking_frame, str) or not self.tracking_frame:
             raise ConfigError(f"PipelineConfig.tracking_frame must be a non-empty string, "
                               f"got {self.tracking_frame!r}")
+        if self.bev is not None:
+            # imported here: the detector module is light, but keep this module's import
+            # graph free of the feature-level package unless a BEV config is given
+            from mm_perception.fusion.feature_level.detector import BevDetectorConfig
+
+            if not isinstance(self.bev, BevDetectorConfig):
+                raise ConfigError(f"PipelineConfig.bev must be a BevDetectorConfig or None, "
+                                  f"got {type(self.bev).__name__}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -161,6 +187,9 @@ class FrameResult:
         timings_ms: stage -> wall milliseconds spent on it.
         notes: what was skipped or degraded, and why (one line each).
         ego: the ego state at ``stamp_ns`` when known.
+        feature_inputs: the set's sensor data in ``base_link`` at ``stamp_ns`` as the
+            feature-level model takes it (None when ``feature`` was not produced); other
+            BEV detectors can run on it without recomputing it.
     """
 
     stamp_ns: int
@@ -171,6 +200,7 @@ class FrameResult:
     timings_ms: Mapping[str, float]
     notes: tuple[str, ...] = ()
     ego: EgoState | None = None
+    feature_inputs: RawFrame | None = None
 
 
 def sensor_coverage(spec: SensorSpec, camera_range_m: float = 80.0) -> Coverage | None:
@@ -312,10 +342,16 @@ class PerceptionPipeline:
         config: see :class:`PipelineConfig`.
         camera_detector: a loaded camera detector to share between pipelines (None: loaded
             from ``config.camera_weights`` on first use when the rig has a camera).
+        bev_detector: a loaded BEV detector for the ``feature`` list (None: made from
+            ``config.bev`` when ``feature`` is produced).
+
+    Raises:
+        FileNotFoundError: ``feature`` is produced and its weights folder lacks a file.
     """
 
     def __init__(self, rig: Rig, config: PipelineConfig | None = None,
-                 camera_detector: CameraDetector | None = None) -> None:
+                 camera_detector: CameraDetector | None = None,
+                 bev_detector: BevDetector | None = None) -> None:
         cfg = PipelineConfig() if config is None else config
         if not isinstance(cfg, PipelineConfig):
             raise TypeError(f"config must be a PipelineConfig, got {type(cfg).__name__}")
@@ -326,9 +362,14 @@ class PerceptionPipeline:
         lists = []
         for name in cfg.lists:
             lacking = [k.value for k in _NEEDS[name] if k not in present]
+            any_of = _NEEDS_ANY.get(name, ())
             if lacking:
                 self._notes_static.append(f"list {name!r} needs a {'/'.join(lacking)} the rig "
                                           f"does not have: not produced")
+            elif any_of and not present.intersection(any_of):
+                self._notes_static.append(
+                    f"list {name!r} needs at least one {' or '.join(k.value for k in any_of)} "
+                    f"in the rig: not produced")
             else:
                 lists.append(name)
         self._lists = tuple(lists)
@@ -340,6 +381,13 @@ class PerceptionPipeline:
         self._camera_detector = camera_detector
         self._trackers = {name: MultiObjectTracker(cfg.tracker)
                           for name in cfg.track_lists if name in self._lists}
+        self._bev = bev_detector
+        if self._bev is None and "feature" in self._lists:
+            # loaded now rather than on the first set: a missing weights file fails at
+            # construction (node configure, eval start), not in the middle of a run
+            from mm_perception.fusion.feature_level.detector import BevDetector
+
+            self._bev = BevDetector(cfg.bev)
 
     def _use_rig(self, rig: Rig) -> None:
         cfg = self._cfg
@@ -383,6 +431,11 @@ class PerceptionPipeline:
             weights = None if self._cfg.camera_weights is None else Path(self._cfg.camera_weights)
             self._camera_detector = CameraDetector.load(weights)
         return self._camera_detector
+
+    @property
+    def bev_detector(self) -> BevDetector | None:
+        """The BEV detector of the ``feature`` list (None when it is not produced)."""
+        return self._bev
 
     def _to_set_stamp(self, objs: list[DetectedObject], src_ns: int, dst_ns: int,
                       odometry: OdometryBuffer | None, notes: list[str],
@@ -522,7 +575,18 @@ class PerceptionPipeline:
             objects["output"] = self._fusion.fuse(inputs, stamp, coverage=self._coverage)
         timings["output_level"] = (time.perf_counter() - t0) * 1e3
 
-        # 5. tracking in the world-fixed frame
+        # 5. feature-level fusion: one model on all sensors, already at the set stamp
+        raw: RawFrame | None = None
+        if "feature" in lists and self._bev is not None:
+            from mm_perception.fusion.feature_level.processor import frame_inputs
+
+            t0 = time.perf_counter()
+            raw = frame_inputs(sensor_set, self._rig, odometry)
+            notes.extend(f"feature: {n}" for n in raw.notes)
+            objects["feature"] = self._bev.detect_frame(raw, stamp)
+            timings["feature_level"] = (time.perf_counter() - t0) * 1e3
+
+        # 6. tracking in the world-fixed frame
         t0 = time.perf_counter()
         ego = self._ego_at(stamp, sensor_set, odometry)
         T_world_base, pose_failed = world_pose(stamp, odometry, ego, notes)
@@ -535,9 +599,9 @@ class PerceptionPipeline:
         return FrameResult(stamp_ns=stamp, objects=MappingProxyType(objects),
                            tracks=MappingProxyType(tracks), camera_2d=MappingProxyType(cam2d),
                            data_level=data, timings_ms=MappingProxyType(timings),
-                           notes=tuple(notes), ego=ego)
+                           notes=tuple(notes), ego=ego, feature_inputs=raw)
 
 
-__all__ = ["LIST_NAMES", "FrameResult", "PerceptionPipeline", "PipelineConfig", "ego_at",
-           "lidar_detector_for", "object_sensor_kinds", "sensor_coverage", "to_set_stamp",
+__all__ = ["DEFAULT_LISTS", "LIST_NAMES", "FrameResult", "PerceptionPipeline", "PipelineConfig",
+           "ego_at", "lidar_detector_for", "object_sensor_kinds", "sensor_coverage", "to_set_stamp",
            "track_step", "world_pose"]

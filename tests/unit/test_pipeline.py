@@ -19,7 +19,12 @@ from mm_perception.core.types import (
     SensorSet,
     TrackStatus,
 )
-from mm_perception.fusion.pipeline import LIST_NAMES, PerceptionPipeline, PipelineConfig
+from mm_perception.fusion.pipeline import (
+    DEFAULT_LISTS,
+    LIST_NAMES,
+    PerceptionPipeline,
+    PipelineConfig,
+)
 
 RIG = Path(__file__).resolve().parents[2] / "config" / "rigs" / "car.yaml"
 
@@ -71,13 +76,15 @@ def test_config_is_validated() -> None:
         PipelineConfig(lists=("lidar",), track_lists=("radar",))
     with pytest.raises(ConfigError, match="tracking_frame"):
         PipelineConfig(tracking_frame="")
-    assert PipelineConfig().lists == LIST_NAMES
+    # every list but the BEV model's (it needs trained weights), in report order
+    assert PipelineConfig().lists == DEFAULT_LISTS == LIST_NAMES[:-1]
+    assert PipelineConfig().track_lists == DEFAULT_LISTS
 
 
 def test_empty_set_gives_empty_lists(pipeline: PerceptionPipeline) -> None:
     pipeline.reset()
     res = pipeline.process(SensorSet(1_000_000_000, missing=("cam_front", "lidar_top")))
-    assert set(res.objects) == set(LIST_NAMES)
+    assert set(res.objects) == set(DEFAULT_LISTS)
     assert all(v == [] for v in res.objects.values())
     assert all(v == [] for v in res.tracks.values())
 
@@ -173,7 +180,7 @@ def test_camera_frame_with_objects_at_the_border(rig: Rig) -> None:
     sset = SensorSet(1_000_000_000, cameras={"cam_front": cam},
                      lidars={"lidar_top": _cloud(xyz)}, ego=_ego())
     res = pipe.process(sset)
-    for name in LIST_NAMES:
+    for name in DEFAULT_LISTS:
         for obj in res.objects[name]:
             assert obj.box.frame_id == "base_link"
             assert np.all(np.isfinite(obj.box.center))

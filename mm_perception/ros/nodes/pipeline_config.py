@@ -22,11 +22,18 @@ def pipeline_from_params(rig: Rig, params: Mapping[str, Any]) -> Any:
     from mm_perception.fusion.pipeline import PerceptionPipeline, PipelineConfig
     from mm_perception.tracking.tracker import TrackerConfig
 
+    bev = None
+    if "feature" in params["lists"]:
+        # the BEV detector config is only built for the list that uses it (its module is
+        # light; the ONNX Runtime session is made by the pipeline)
+        from mm_perception.fusion.feature_level.detector import BevDetectorConfig
+
+        bev = BevDetectorConfig(weights=params.get("bev_weights_dir") or None)
     cfg = PipelineConfig(
         lists=tuple(params["lists"]), track_lists=tuple(params["track_lists"]),
         use_cameras=params["use_cameras"],
         camera_weights=params["camera_weights_dir"] or None,
-        tracking_frame=params["tracking_frame"],
+        tracking_frame=params["tracking_frame"], bev=bev,
         tracker=replace(TrackerConfig(), confirm_hits=params["tracker.confirm_hits"],
                         max_coast_s=params["tracker.max_coast_s"]))
     pipeline = PerceptionPipeline(rig, cfg)

@@ -78,10 +78,10 @@ def warm_up(pipeline: Any, rig: Any, params: Mapping[str, Any], sets: int = 3) -
 
 
 def _without_debug(result: Any) -> Any:
-    """The result without the data-level images and painted clouds (megabytes per set that
-    only overlays and depth images use)."""
+    """The result without the data-level images and painted clouds, nor the feature-level
+    inputs (megabytes per set that only overlays, depth images and evaluation use)."""
     data = replace(result.data_level, cameras={}, painted={}, point_index={})
-    return replace(result, data_level=data)
+    return replace(result, data_level=data, feature_inputs=None)
 
 
 def _serve(conn: Any, params: dict[str, Any], keep_debug: bool) -> None:
