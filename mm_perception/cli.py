@@ -583,7 +583,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # `train MODEL --opt ...`: argparse's REMAINDER does not take options that come first,
+    # so the trainer's options are whatever the main parser does not know
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "func", None) is cmd_train:
+        args.options = [*extra, *args.options]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

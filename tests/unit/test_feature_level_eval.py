@@ -371,3 +371,18 @@ def test_cli_accepts_feature_level_and_bev_options(tmp_path: Path,
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["eval", "--bag", "b", "--out", "o",
                                        "--bev-backend", "tensorrt"])
+
+
+@pytest.mark.parametrize("model", ["camera", "bev"])
+def test_train_command_takes_the_trainers_own_options(
+        model: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`mm-perception train MODEL --data D --out O` reaches the trainer (argparse's REMAINDER
+    alone refuses options that come first): it stops at the missing dataset, not at
+    "unrecognized arguments"."""
+    from mm_perception import cli
+
+    rc = cli.main(["train", model, "--data", str(tmp_path / "none"), "--out",
+                   str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "shards" in err and "unrecognized arguments" not in err

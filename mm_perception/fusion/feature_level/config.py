@@ -65,7 +65,11 @@ class BevGrid:
     def __post_init__(self) -> None:
         _pos(self.cell_m, "BevGrid.cell_m")
         for key in ("x_range_m", "y_range_m", "z_range_m"):
-            val = tuple(float(v) for v in getattr(self, key))
+            try:
+                val = tuple(float(v) for v in getattr(self, key))
+            except (TypeError, ValueError):
+                raise ConfigError(f"BevGrid.{key} must be (min, max) metres, got "
+                                  f"{getattr(self, key)!r}") from None
             if len(val) != 2 or not all(math.isfinite(v) for v in val) or val[0] >= val[1]:
                 raise ConfigError(f"BevGrid.{key} must be (min, max) with min < max, got "
                                   f"{getattr(self, key)!r}")
@@ -85,6 +89,16 @@ class BevGrid:
     @property
     def ny(self) -> int:
         return round((self.y_range_m[1] - self.y_range_m[0]) / self.cell_m)
+
+
+def _grid_from(data: object) -> BevGrid:
+    """A :class:`BevGrid` from a mapping (a JSON config), unknown keys refused by name."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"BevModelConfig.grid must be a mapping, got {data!r}")
+    unknown = sorted(set(data) - {f.name for f in fields(BevGrid)})
+    if unknown:
+        raise ConfigError(f"BevModelConfig.grid: unknown key(s) {unknown}")
+    return BevGrid(**data)
 
 
 @dataclass(frozen=True)
@@ -135,7 +149,7 @@ class BevModelConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.grid, Mapping):
-            object.__setattr__(self, "grid", BevGrid(**self.grid))
+            object.__setattr__(self, "grid", _grid_from(self.grid))
         if not isinstance(self.grid, BevGrid):
             raise ConfigError(f"BevModelConfig.grid must be a BevGrid, got {self.grid!r}")
         mods = tuple(self.modalities) if not isinstance(self.modalities, str) else ()
@@ -165,11 +179,16 @@ class BevModelConfig:
         if self.depth_min_m >= self.depth_max_m:
             raise ConfigError(f"BevModelConfig.depth_min_m ({self.depth_min_m}) must be < "
                               f"depth_max_m ({self.depth_max_m})")
-        heights = tuple(float(h) for h in self.lift_heights_m)
+        try:
+            heights = tuple(float(h) for h in self.lift_heights_m)
+        except (TypeError, ValueError):
+            raise ConfigError(f"BevModelConfig.lift_heights_m must be heights in metres, got "
+                              f"{self.lift_heights_m!r}") from None
         if not heights or not all(math.isfinite(h) for h in heights):
             raise ConfigError(f"BevModelConfig.lift_heights_m must be finite heights, got "
                               f"{self.lift_heights_m!r}")
         object.__setattr__(self, "lift_heights_m", heights)
+        _pos(self.score_threshold, "BevModelConfig.score_threshold")
         if not 0.0 < self.score_threshold < 1.0:
             raise ConfigError(f"BevModelConfig.score_threshold must be in (0, 1), got "
                               f"{self.score_threshold!r}")
@@ -193,7 +212,7 @@ class BevModelConfig:
             raise ConfigError(f"BevModelConfig: unknown key(s) {unknown}")
         kw = dict(data)
         if "grid" in kw:
-            kw["grid"] = BevGrid(**kw["grid"])
+            kw["grid"] = _grid_from(kw["grid"])
         for key in ("modalities", "backbone_channels", "lift_heights_m"):
             if key in kw:
                 kw[key] = tuple(kw[key])

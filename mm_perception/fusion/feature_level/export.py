@@ -179,7 +179,7 @@ def check_parity(reference: InferenceBackend, other: InferenceBackend,
         a = reference.run(feeds)
         b = other.run(feeds)
         report = compare_outputs(a, b, atol=atol)
-        if not report.shapes_match:
+        if report.missing or not all(report.shapes_match.values()):
             match = False
         for k, v in report.max_abs_diff.items():
             worst[k] = max(worst[k], v)
