@@ -12,7 +12,13 @@ setup(
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
     # the camera detector's trained weights travel with the code that loads them
     package_data={PACKAGE: ["py.typed", "data/*.yaml"],
-                  f"{PACKAGE}.detection.camera": ["weights/*.pt", "weights/*.json"]},
+                  f"{PACKAGE}.detection.camera": ["weights/*.pt", "weights/*.json"],
+                  # the BEV fusion detector's default weights folder(s) (not the training
+                  # checkpoint)
+                  f"{PACKAGE}.fusion.feature_level": [
+                      f"weights/*/{n}" for n in ("bev_fusion.pt", "bev_fusion.onnx",
+                                                 "config.json", "processor.json",
+                                                 "train_log.json")]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -40,6 +46,7 @@ setup(
             "camera_detector_node = mm_perception.ros.nodes.detector_nodes:main_camera",
             "output_fusion_node = mm_perception.ros.nodes.output_fusion_node:main",
             "tracker_node = mm_perception.ros.nodes.tracker_node:main",
+            "bev_fusion_node = mm_perception.ros.nodes.bev_fusion_node:main",
         ],
     },
 )

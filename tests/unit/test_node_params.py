@@ -95,3 +95,53 @@ def test_health_monitor_rates_staleness_and_percentiles() -> None:
     pct = mon.percentiles("latency_ms")
     assert pct is not None and pct["p50"] == pytest.approx(50.5) and pct["max"] == 100.0
     assert mon.percentiles("nothing") is None
+
+
+# ---------------------------------------------------------------- bev_fusion node
+def test_bev_fusion_shipped_params_validate() -> None:
+    schema = load_schema("bev_fusion")
+    shipped = load_param_file(config_dir() / "bev_fusion.param.yaml", "bev_fusion")
+    assert validate(shipped, schema, "bev_fusion") == shipped
+    assert shipped["backend"] == "onnxruntime" and shipped["weights_dir"] == ""
+    assert shipped["drop_modalities"] == []
+
+
+def test_bev_fusion_shares_the_pipeline_sync_and_rig_parameters() -> None:
+    """The input side is the pipeline node's (SetInputNode): same names, types, bounds,
+    defaults and descriptions (the schema loader has no $ref, so this keeps them equal)."""
+    bev = load_schema("bev_fusion")["properties"]
+    pipeline = load_schema("pipeline")["properties"]
+    shared = ("rig_file", "sync.reference", "sync.window_s", "sync.timeout_s",
+              "sync.on_timeout", "deskew_lidar", "remove_nans", "poll_period_s",
+              "max_queued_sets", "stale_after_s", "qos.sensor_depth", "qos.reliable_inputs",
+              "qos.output_depth")
+    for name in shared:
+        assert bev[name] == pipeline[name], name
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("backend", "tflite"), ("device", "npu"), ("precision", "fp8"),
+    ("drop_modalities", ["lidar", "sonar"]), ("drop_modalities", ["radar", "radar"]),
+    ("engine_cache_dir", ""),
+])
+def test_bev_fusion_bad_value_is_refused_naming_it(name: str, value: object) -> None:
+    schema = load_schema("bev_fusion")
+    with pytest.raises(ParameterError) as err:
+        validate({**defaults(schema), name: value}, schema, "bev_fusion")
+    assert f"'{name}'" in str(err.value)
+
+
+def test_bev_fusion_runtime_combination_is_refused_naming_the_parameters() -> None:
+    """Values valid one by one that the runtime refuses together (fp16 without TensorRT,
+    TensorRT on the CPU) name the parameters too."""
+    pytest.importorskip("rclpy")
+    from mm_perception.core.errors import ConfigError
+    from mm_perception.ros.nodes.bev_fusion_node import runtime_from_params
+
+    schema = load_schema("bev_fusion")
+    for bad in ({"precision": "fp16"}, {"backend": "tensorrt"}):
+        values = validate({**defaults(schema), **bad}, schema, "bev_fusion")
+        with pytest.raises(ConfigError) as err:
+            runtime_from_params(values)
+        for key, value in bad.items():
+            assert f"'{key}' = {value!r}" in str(err.value)

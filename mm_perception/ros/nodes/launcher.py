@@ -41,6 +41,7 @@ LOG = logging.getLogger(__name__)
 
 def node_kinds() -> dict[str, type]:
     """Node kind (the platform config's ``kind``) -> node class."""
+    from mm_perception.ros.nodes.bev_fusion_node import BevFusionNode
     from mm_perception.ros.nodes.detector_nodes import (
         CameraDetectorNode,
         LidarDetectorNode,
@@ -54,7 +55,7 @@ def node_kinds() -> dict[str, type]:
     return {"pipeline": PipelineNode, "sync": SyncNode,
             "lidar_detector": LidarDetectorNode, "radar_detector": RadarDetectorNode,
             "camera_detector": CameraDetectorNode, "output_fusion": OutputFusionNode,
-            "tracker": TrackerNode}
+            "tracker": TrackerNode, "bev_fusion": BevFusionNode}
 
 
 @dataclass(frozen=True)
