@@ -354,7 +354,25 @@ def _bev_models(args: argparse.Namespace) -> list[tuple[str, str | None]]:
         attention = str(WEIGHTS_ROOT / "attention")
     if attention is not None:
         models.append(("attention", attention))
+    for item in args.bev_model or ():
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise MMPerceptionError(f"--bev-model must be NAME=DIR, got {item!r}")
+        models.append((name, folder))
     return models
+
+
+def _bev_model_modalities(models: list[tuple[str, str | None]]) -> dict[str, tuple[str, ...]]:
+    """Model name -> the modalities in its weights folder's ``config.json``."""
+    from mm_perception.fusion.feature_level.config import BevModelConfig
+    from mm_perception.fusion.feature_level.detector import CONFIG_FILE, DEFAULT_WEIGHTS_DIR
+
+    out = {}
+    for name, folder in models:
+        path = (DEFAULT_WEIGHTS_DIR if folder is None else Path(folder)) / CONFIG_FILE
+        if path.is_file():
+            out[name] = BevModelConfig.load(path).modalities
+    return out
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -380,7 +398,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         bev = BevDetectorConfig(weights=args.bev_weights,
                                 runtime=RuntimeConfig(backend=args.bev_backend))
-        variants = model_variants(_bev_models(args), backend=args.bev_backend)
+        models = _bev_models(args)
+        variants = model_variants(models, backend=args.bev_backend,
+                                  model_modalities=_bev_model_modalities(models))
     config = EvalRunConfig(pipeline=PipelineConfig(lists=lists, track_lists=lists,
                                                    camera_weights=args.camera_weights,
                                                    bev=bev),
@@ -522,6 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bev-attention-weights", metavar="DIR",
                    help="with --level feature: weights folder of the attention-fuser model "
                         "for the feature-level table (default: the shipped one if present)")
+    p.add_argument("--bev-model", action="append", metavar="NAME=DIR",
+                   help="with --level feature: another trained BEV model for the table "
+                        "(e.g. a single-modality one; repeat for several)")
     p.add_argument("--bev-backend", choices=["onnxruntime", "torch"], default="onnxruntime",
                    help="runtime backend of the BEV models")
     p.set_defaults(func=cmd_eval)

@@ -105,17 +105,24 @@ class FeatureVariant:
 
 
 def model_variants(models: Sequence[tuple[str, str | None]],
-                   backend: str = "onnxruntime") -> tuple[FeatureVariant, ...]:
+                   backend: str = "onnxruntime",
+                   model_modalities: Mapping[str, Sequence[str]] | None = None,
+                   ) -> tuple[FeatureVariant, ...]:
     """Every model with every subset of :data:`MODALITY_SUBSETS`, grouped by model in the
     given order.
 
     Args:
         models: ``(name, weights folder or None for the default)`` per trained model.
         backend: runtime backend of all of them.
+        model_modalities: model name -> the modalities it was trained with; its rows are the
+            subsets of those only (a LiDAR-only model gets one row). Models not named get
+            every subset.
     """
+    known = model_modalities or {}
     return tuple(FeatureVariant(model=name, weights=weights, modalities=subset,
                                 backend=backend)
-                 for name, weights in models for subset in MODALITY_SUBSETS)
+                 for name, weights in models for subset in MODALITY_SUBSETS
+                 if name not in known or set(subset) <= set(known[name]))
 
 
 class FrameDetector(Protocol):

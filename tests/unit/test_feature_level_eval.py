@@ -386,3 +386,15 @@ def test_train_command_takes_the_trainers_own_options(
     err = capsys.readouterr().err
     assert rc == 2
     assert "shards" in err and "unrecognized arguments" not in err
+
+
+def test_model_variants_keep_a_models_rows_within_its_modalities() -> None:
+    from mm_perception.eval.feature_table import model_variants
+
+    rows = model_variants([("all", None), ("lidar-only", "/w/lidar")],
+                          model_modalities={"lidar-only": ("lidar",)})
+    names = [v.name for v in rows]
+    assert names[:7] == [f"all: {s}" for s in ("camera+lidar+radar", "camera+lidar",
+                                                "lidar+radar", "camera+radar", "camera",
+                                                "lidar", "radar")]
+    assert names[7:] == ["lidar-only: lidar"]

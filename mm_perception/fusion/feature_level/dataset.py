@@ -238,7 +238,7 @@ def shard_name(scene: str, seed: int) -> str:
 
 
 def make_dataset(out_dir: str | Path, scenes: Sequence[str] = SCENES,
-                 seeds: Iterable[int] = range(100, 120), *, rig: str | Path = DEFAULT_RIG,
+                 seeds: Iterable[int] = range(100, 114), *, rig: str | Path = DEFAULT_RIG,
                  duration_s: float = 12.0, camera_rate_hz: float = 2.5,
                  progress: bool = True) -> list[Path]:
     """Simulate and write one shard per (scene, seed); existing shards are kept.

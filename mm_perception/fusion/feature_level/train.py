@@ -1,13 +1,20 @@
 """Training of the BEV fusion model on simulator data (CPU), with modality dropout.
 
 The committed default weights were made with (see ``train_log.json`` beside them for the
-exact arguments, the loss curve, the validation mAP and the wall time)::
+exact arguments, the loss curve, the validation metrics and the wall time)::
 
     mm-perception train bev --make-data --data /tmp/bevdata \\
         --out mm_perception/fusion/feature_level/weights/concat
+    mm-perception train bev --data /tmp/bevdata --fuser attention \\
+        --out mm_perception/fusion/feature_level/weights/attention
+
+Each took 15-16 minutes of training on this 2-core CPU (bf16 autocast, 5 epochs of 1960
+frames, batch 4), plus about 15 minutes once for ``--make-data`` to simulate the 80 shards
+(~570 MB). Validation mAP (280 frames, seeds 500-501, all three modalities): 0.864 for the
+concatenation fuser.
 
 Data: :mod:`~mm_perception.fusion.feature_level.dataset` shards (``--make-data`` simulates
-the missing ones first; training seeds 100-117, validation seeds 500-501 of the five vehicle
+the missing ones first; training seeds 100-113, validation seeds 500-501 of the five vehicle
 scenarios by default). Normalisation state: LiDAR intensity and radar RCS statistics of the
 training frames, image normalisation of the (frozen) camera detector.
 
@@ -81,9 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--make-data", action="store_true",
                         help="simulate the missing shards first")
     parser.add_argument("--scenes", default=",".join(SCENES))
-    parser.add_argument("--train-seeds", type=_seed_range, default=list(range(100, 118)))
+    parser.add_argument("--train-seeds", type=_seed_range, default=list(range(100, 114)))
     parser.add_argument("--val-seeds", type=_seed_range, default=list(range(500, 502)))
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
