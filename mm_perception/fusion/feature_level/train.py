@@ -470,6 +470,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``mm-perception train bev``; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # under the CLI the root logger is already configured at WARNING: the per-epoch lines
+    # still go out
+    LOG.setLevel(logging.INFO)
     if args.epochs < 1 or args.batch_size < 1 or args.threads < 1:
         raise ConfigError(f"--epochs, --batch-size and --threads must be >= 1, got "
                           f"{args.epochs}, {args.batch_size}, {args.threads}")
