@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -347,16 +348,25 @@ def run_single_node(node_cls: type, args: list[str] | None = None) -> None:
     node = node_cls()
     executor = make_executor("single")
     executor.add_node(node)
+    # SIGINT / SIGTERM only set a flag that the spin loop checks every 0.1 s: a
+    # KeyboardInterrupt raised inside the executor's wait generator could be swallowed there
+    # (seen under load: the node kept spinning after Ctrl-C)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         if autostart:
             bring_up([node])
-        executor.spin()
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
     except ConfigError as exc:
         node.get_logger().fatal(str(exc))
         raise SystemExit(1) from exc
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         bring_down([node])
         executor.shutdown()
         rclpy.try_shutdown()
