@@ -56,7 +56,9 @@ from mm_perception.core.calibration import Rig
 from mm_perception.core.errors import ConfigError
 from mm_perception.core.sensor_models import CameraStream
 from mm_perception.core.types import SensorKind, SensorSet
-from mm_perception.detection.camera.dataset import SCENES, check_seeds
+
+# one shard per (scene, seed), named and found as the camera detector's dataset does
+from mm_perception.detection.camera.dataset import SCENES, check_seeds, find_shards, shard_name
 from mm_perception.fusion.feature_level.config import CLASSES, DEFAULT_RIG
 from mm_perception.fusion.feature_level.processor import RawFrame, frame_inputs
 
@@ -233,10 +235,6 @@ def load_shard(path: str | Path) -> Shard:
                      camera_name=str(z["camera_name"]))
 
 
-def shard_name(scene: str, seed: int) -> str:
-    return f"{scene}_{seed:04d}.npz"
-
-
 def make_dataset(out_dir: str | Path, scenes: Sequence[str] = SCENES,
                  seeds: Iterable[int] = range(100, 114), *, rig: str | Path = DEFAULT_RIG,
                  duration_s: float = 12.0, camera_rate_hz: float = 2.5,
@@ -272,19 +270,6 @@ def make_dataset(out_dir: str | Path, scenes: Sequence[str] = SCENES,
             save_shard(path, simulate_shard(scene, seed, sim_rig, duration_s))
         paths.append(path)
     return paths
-
-
-def find_shards(data_dir: str | Path, seeds: Iterable[int],
-                scenes: Sequence[str] = SCENES) -> list[Path]:
-    """Existing shard paths of ``scenes`` x ``seeds`` in ``data_dir`` (missing skipped)."""
-    wanted = set(check_seeds(seeds))
-    found = []
-    for scene in scenes:
-        for path in sorted(Path(data_dir).glob(f"{scene}_*.npz")):
-            stem = path.stem[len(scene) + 1:]
-            if stem.isdigit() and int(stem) in wanted:
-                found.append(path)
-    return found
 
 
 __all__ = ["STORE_RANGE_M", "Shard", "dataset_rig", "find_shards", "load_shard",
