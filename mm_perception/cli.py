@@ -29,8 +29,11 @@ print one clear ``error:`` line and exit with status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import faulthandler
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -616,6 +619,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    # `kill -USR1 PID` prints every thread's Python stack to stderr: how a hung replay or
+    # graph is diagnosed (the live-run harness does it before killing a process)
+    if hasattr(signal, "SIGUSR1"):
+        with contextlib.suppress(ValueError, OSError):  # stderr without a file (pytest capture)
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         return int(args.func(args))
     except MMPerceptionError as exc:

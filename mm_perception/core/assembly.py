@@ -12,13 +12,26 @@ offset); camera frames, clouds and radar scans go into a :class:`SyncCollector`.
 set is completed with every value re-stamped on the common clock, LiDAR clouds de-skewed to
 the set stamp (when they carry per-point time and odometry is there) and the ego state at the
 set stamp.
+
+A matched set of a rig with odometry is *held* until the odometry covers it: until a pose
+stamped at or after its newest time (the latest member stamp, or the end of a LiDAR sweep
+that is de-skewed) has arrived, or, when odometry is late or gone, until the clock (data
+clock, or the node clock given to :meth:`SetAssembler.poll`) is ``odometry_wait_ns`` past
+that time (counted ``odometry_late``; the set then uses what is there, extrapolated within
+the odometry buffer's limit). Why: a LiDAR sweep's last points are stamped just before the
+sweep's message is sent, and the pose for that instant comes a few milliseconds later. A set
+emitted at once would de-skew with an extrapolated pose, or with none under load (the
+sweep then stays distorted: over a metre at 25 m/s), and a live replay, whose odometry can
+arrive after the sweep, would not build the sets of the offline run. Held sets keep their
+order.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field, replace
+from numbers import Integral
 from typing import Any
 
 from mm_perception.core.calibration import Rig
@@ -72,6 +85,7 @@ class AssemblySummary:
     deskewed: Counter[str] = field(default_factory=Counter)
     deskew_failed: Counter[str] = field(default_factory=Counter)
     ego_missing: int = 0
+    odometry_late: int = 0
     odometry: dict[str, Any] = field(default_factory=dict)
     sync: dict[str, Any] = field(default_factory=dict)
     read: dict[str, Any] = field(default_factory=dict)
@@ -81,7 +95,8 @@ class AssemblySummary:
                 "partial_sets": self.partial, "missing_in_partial_sets": dict(self.missing),
                 "deskewed_clouds": dict(self.deskewed),
                 "deskew_failed": dict(self.deskew_failed),
-                "sets_without_ego_state": self.ego_missing, "odometry": self.odometry,
+                "sets_without_ego_state": self.ego_missing,
+                "sets_before_odometry": self.odometry_late, "odometry": self.odometry,
                 "sync": self.sync, "read": self.read}
 
 
@@ -93,16 +108,26 @@ class SetAssembler:
         sync: the synchroniser's config (default: :func:`sync_config_for_rig`).
         deskew_lidar: ego-motion compensate LiDAR clouds with per-point time to the set's
             reference stamp (needs odometry).
+        odometry_wait_ns: how long past its newest time a matched set waits for odometry
+            that covers it (see the module docstring), ns; ignored for a rig without an
+            odometry sensor (sets are emitted at once).
     """
 
     def __init__(self, rig: Rig, sync: SyncConfig | None = None,
-                 deskew_lidar: bool = True) -> None:
+                 deskew_lidar: bool = True, odometry_wait_ns: int = 100_000_000) -> None:
+        if odometry_wait_ns < 0:
+            raise ConfigError(f"odometry_wait_ns must be >= 0, got {odometry_wait_ns}")
         self.rig = rig
         self.sync_config = sync or sync_config_for_rig(rig)
         self.deskew_lidar = deskew_lidar
+        self.odometry_wait_ns: int | None = (odometry_wait_ns
+                                             if rig.of_kind(SensorKind.ODOMETRY) else None)
         self.summary = AssemblySummary()
         self._odom = OdometryBuffer(OdometryBufferConfig())
         self._collector: SyncCollector[SyncedValue] = SyncCollector(self.sync_config)
+        # matched sets waiting for odometry, in emission order, with the time they need
+        self._held: deque[tuple[MatchedSet[SyncedValue], int]] = deque()
+        self._clock_ns: int | None = None  # newest stamp added, common clock
 
     @property
     def odometry(self) -> OdometryBuffer:
@@ -111,8 +136,9 @@ class SetAssembler:
 
     @property
     def pending(self) -> int:
-        """Sets opened by the reference sensor and not yet emitted."""
-        return self._collector.pending
+        """Sets opened by the reference sensor and not yet emitted (held for odometry
+        included)."""
+        return self._collector.pending + len(self._held)
 
     def add(self, sensor: str, value: SyncedValue | EgoState) -> list[SensorSet]:
         """Take one converted message of rig sensor ``sensor``; return the sets it completed.
@@ -120,28 +146,45 @@ class SetAssembler:
         Odometry never completes a set. Unknown sensors and bad stamps are counted by the
         sync collector (``summary.sync``), never raised.
         """
+        spec = self.rig.sensors.get(sensor)
+        offset = spec.time_offset_ns if spec is not None else 0
         if isinstance(value, EgoState):
-            spec = self.rig.sensors.get(sensor)
-            offset = spec.time_offset_ns if spec is not None else 0
             self._odom.add(value if not offset else replace(value,
                                                             stamp_ns=value.stamp_ns + offset))
-            return []
-        return [self._to_set(m) for m in self._collector.add(sensor, value.stamp_ns, value)]
+            self._advance_clock(value.stamp_ns, offset)
+            return self._release(self._clock_ns)
+        jumps = self._collector.stats.clock_jumps
+        matched = self._collector.add(sensor, value.stamp_ns, value)
+        if self._collector.stats.clock_jumps > jumps:
+            # a new timeline: what was held belongs to the old one and is emitted as it is
+            self._clock_ns = None
+            out = self._release(None, force=True)
+            self._advance_clock(value.stamp_ns, offset)
+            self._hold(matched)
+            return out + self._release(self._clock_ns)
+        self._advance_clock(value.stamp_ns, offset)
+        self._hold(matched)
+        return self._release(self._clock_ns)
 
     def poll(self, now_ns: int) -> list[SensorSet]:
         """Sets whose timeout passed by ``now_ns`` (common clock, ns): a silent sensor's set is
-        emitted partial (or dropped, per the sync config) instead of waiting for data."""
-        return [self._to_set(m) for m in self._collector.poll(now_ns)]
+        emitted partial (or dropped, per the sync config) instead of waiting for data; a set
+        held for odometry is emitted once ``now_ns`` is ``odometry_wait_ns`` past its time."""
+        self._hold(self._collector.poll(now_ns))
+        return self._release(now_ns if self._clock_ns is None else max(now_ns, self._clock_ns))
 
     def flush(self) -> list[SensorSet]:
         """End of stream: every pending set, with what is buffered."""
-        return [self._to_set(m) for m in self._collector.flush()]
+        self._hold(self._collector.flush())
+        return self._release(None, force=True)
 
     def reset(self) -> None:
         """Forget every buffered message, pose and count (a new stream starts)."""
         self.summary = AssemblySummary()
         self._odom = OdometryBuffer(OdometryBufferConfig())
         self._collector = SyncCollector(self.sync_config)
+        self._held.clear()
+        self._clock_ns = None
 
     def finish(self) -> AssemblySummary:
         """Copy the sync and odometry statistics into :attr:`summary` and return it."""
@@ -150,6 +193,47 @@ class SetAssembler:
         return self.summary
 
     # ------------------------------------------------------------------ internals
+    def _advance_clock(self, stamp_ns: Any, offset_ns: int) -> None:
+        # a stamp the sync collector rejects as invalid (not an int) does not move the clock
+        if isinstance(stamp_ns, Integral) and not isinstance(stamp_ns, bool):
+            t = int(stamp_ns) + offset_ns
+            if self._clock_ns is None or t > self._clock_ns:
+                self._clock_ns = t
+
+    def _needed_ns(self, matched: MatchedSet[SyncedValue]) -> int:
+        """The newest time a set's processing looks the ego pose up at: its members' stamps
+        and, for a LiDAR sweep that is de-skewed, the sweep's last point."""
+        needed = matched.stamp_ns
+        for stamp, value in matched.items.values():
+            needed = max(needed, stamp)
+            offsets = getattr(value, "time_offsets_ns", None)
+            if self.deskew_lidar and offsets is not None and len(offsets):
+                needed = max(needed, stamp + int(offsets.max()))
+        return needed
+
+    def _hold(self, matched: list[MatchedSet[SyncedValue]]) -> None:
+        self._held.extend((m, self._needed_ns(m)) for m in matched)
+
+    def _release(self, clock_ns: int | None, force: bool = False) -> list[SensorSet]:
+        """Emit held sets, in order, while the head is covered by odometry, or ``clock_ns``
+        is ``odometry_wait_ns`` past its time, or ``force``."""
+        out: list[SensorSet] = []
+        while self._held:
+            matched, needed = self._held[0]
+            if self.odometry_wait_ns is not None:
+                span = self._odom.span()
+                # poses of another timeline (before a clock jump) do not cover it
+                covered = span is not None and span[0] <= needed <= span[1]
+                if not covered:
+                    timed_out = (clock_ns is not None
+                                 and clock_ns > needed + self.odometry_wait_ns)
+                    if not (force or timed_out):
+                        break
+                    self.summary.odometry_late += 1
+            self._held.popleft()
+            out.append(self._to_set(matched))
+        return out
+
     def _to_set(self, matched: MatchedSet[SyncedValue]) -> SensorSet:
         cameras: dict[str, CameraFrame] = {}
         lidars: dict[str, PointCloud] = {}

@@ -157,12 +157,16 @@ class _Process:
         return int(self.proc.returncode)
 
     def stop(self, sig: int = signal.SIGINT, timeout_s: float = 30.0) -> int:
-        """Signal the process, wait; kill it when it does not stop."""
+        """Signal the process, wait; kill it when it does not stop, after asking it for its
+        threads' stacks (SIGUSR1, see ``mm_perception.cli``) so that its log says where it
+        hung."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGUSR1)
+                time.sleep(2.0)
                 self.proc.kill()
                 self.proc.wait()
         self._file.close()

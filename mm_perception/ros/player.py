@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -98,12 +99,14 @@ class PlayStats:
     skipped_topics: dict[str, str] = field(default_factory=dict)
     loops: int = 0
     errors: list[str] = field(default_factory=list)
+    #: the replay ended early because its ``stop`` event was set
+    stopped: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {"published": dict(self.published), "clock_messages": self.clock_messages,
                 "muted": dict(self.muted),
                 "skipped_topics": dict(self.skipped_topics), "loops": self.loops,
-                "errors": list(self.errors)}
+                "errors": list(self.errors), "stopped": self.stopped}
 
 
 def message_class(typename: str) -> Any:
@@ -125,13 +128,16 @@ class BagPlayer:
         bag_path: the bag (anything :class:`~mm_perception.bag.reader.BagSource` opens).
         config: replay options.
         node: an rclpy node to publish from (created, and destroyed at the end, when None).
+        stop: when set (from a signal handler or another thread), the replay ends at the next
+            message or within 10 ms of waiting (``PlayStats.stopped``).
     """
 
     def __init__(self, bag_path: str | Path, config: PlayerConfig | None = None,
-                 node: Any | None = None) -> None:
+                 node: Any | None = None, stop: threading.Event | None = None) -> None:
         self.bag_path = Path(bag_path)
         self.config = config or PlayerConfig()
         self._node = node
+        self._stop = stop or threading.Event()
         self.stats = PlayStats()
 
     def play(self) -> PlayStats:
@@ -174,7 +180,7 @@ class BagPlayer:
                 self._wait_for_subscribers(list(publishers.values()))
                 self._lead_in(bag, clock_pub, Clock)
                 passes = 0
-                while True:
+                while not self._stopping():
                     self._one_pass(bag, publishers, clock_pub, Clock)
                     passes += 1
                     self.stats.loops = passes
@@ -188,12 +194,19 @@ class BagPlayer:
                 self._node = None
         return self.stats
 
+    def _stopping(self) -> bool:
+        if self._stop.is_set():
+            self.stats.stopped = True
+        return self.stats.stopped
+
     def _wait_for_subscribers(self, publishers: list[Any]) -> None:
         need = self.config.wait_for_subscribers
         if not need:
             return
         deadline = time.monotonic() + self.config.wait_timeout_s
         while any(p.get_subscription_count() < need for p in publishers):
+            if self._stopping():
+                return
             if time.monotonic() > deadline:
                 lacking = [p.topic_name for p in publishers if p.get_subscription_count() < need]
                 raise BagError(f"no subscriber after {self.config.wait_timeout_s} s on: "
@@ -207,7 +220,7 @@ class BagPlayer:
         t0 = bag.start_ns + round(self.config.start_offset_s * 1e9)
         period = 1.0 / self.config.clock_hz if self.config.clock_hz else 0.05
         end = time.monotonic() + self.config.lead_in_s
-        while time.monotonic() < end:
+        while time.monotonic() < end and not self._stopping():
             self._publish_clock(clock_pub, clock_cls, t0)
             time.sleep(period)
 
@@ -241,6 +254,8 @@ class BagPlayer:
                 wall0 = time.monotonic()
             due = wall0 + (log_ns - start_ns) / 1e9 / rate
             while True:
+                if self._stopping():
+                    return
                 now = time.monotonic()
                 if now >= due:
                     break

@@ -317,8 +317,8 @@ def test_activate_deactivate_cleanup_release_everything(ros_context: Any, bag: B
         assert held == {**NONE, "publishers": 5}
         backend = node.detector.backend
         assert backend.name == "onnxruntime"
-        # lidar, radar, odometry; the sync poll and diagnostics timers; the worker
-        active = {"subscriptions": 3, "timers": 2, "threads": 1, "publishers": 5}
+        # lidar, radar, odometry; the sync poll, idle flush and diagnostics timers; the worker
+        active = {"subscriptions": 3, "timers": 3, "threads": 1, "publishers": 5}
         for _ in range(2):
             assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
             assert node.entities() == active

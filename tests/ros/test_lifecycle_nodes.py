@@ -81,9 +81,9 @@ def test_activate_deactivate_cleanup_release_everything(node: PipelineNode) -> N
     for _ in range(2):  # and again: activate after deactivate works
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS, node.last_error
         active = node.entities()
-        # camera (+ camera_info), lidar, radar, odometry inputs; the sync poll and
-        # diagnostics timers
-        assert active["subscriptions"] == 5 and active["timers"] == 2
+        # camera (+ camera_info), lidar, radar, odometry inputs; the sync poll, idle flush
+        # and diagnostics timers
+        assert active["subscriptions"] == 5 and active["timers"] == 3
         assert active["threads"] == 1
         assert node.count_subscribers(LIDAR_TOPIC) == 1  # remapped ~/input/lidar_top
         assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS

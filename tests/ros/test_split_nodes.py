@@ -272,7 +272,7 @@ def test_bad_parameter_fails_configure_cleanly(ros_context: Any, cls: type, name
 
 
 @pytest.mark.parametrize(("cls", "active"), [
-    (SyncNode, {"subscriptions": 5, "timers": 2, "threads": 1}),
+    (SyncNode, {"subscriptions": 5, "timers": 3, "threads": 1}),
     (LidarDetectorNode, {"subscriptions": 1, "timers": 1, "threads": 1}),
     (RadarDetectorNode, {"subscriptions": 2, "timers": 1, "threads": 1}),
     (CameraDetectorNode, {"subscriptions": 3, "timers": 2, "threads": 1}),

@@ -152,9 +152,16 @@ class ManagedNode(LifecycleNode):
         self._subscriptions_held.append(sub)
         return sub
 
-    def every(self, period_s: float, callback: Callable[[], None]) -> Any:
-        """A wall-clock timer (ROS clock: follows sim time), destroyed at deactivate."""
-        timer = self.create_timer(period_s, callback, callback_group=self._io_group)
+    def every(self, period_s: float, callback: Callable[[], None], steady: bool = False) -> Any:
+        """A timer on the node's ROS clock (follows sim time: it stops when ``/clock`` does),
+        or with ``steady`` on the monotonic wall clock; destroyed at deactivate."""
+        clock = None
+        if steady:
+            from rclpy.clock import Clock, ClockType
+
+            clock = Clock(clock_type=ClockType.STEADY_TIME)
+        timer = self.create_timer(period_s, callback, callback_group=self._io_group,
+                                  clock=clock)
         self._timers_held.append(timer)
         return timer
 

@@ -24,9 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import signal
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ import yaml
 from mm_perception.core.calibration import Rig
 from mm_perception.core.errors import ConfigError
 from mm_perception.core.types import SensorKind
+from mm_perception.ros.signals import stop_on_signals
 
 LOG = logging.getLogger(__name__)
 
@@ -254,43 +253,50 @@ def run_graph(config_path: str | Path, bag: str | Path | None = None, rate: floa
 
     platform = PlatformConfig.from_yaml(config_path)
     context = rclpy.Context()
-    # Ctrl-C / SIGINT as KeyboardInterrupt, not rclpy's handler (see run_single_node)
+    # no rclpy signal handler (see run_single_node); SIGINT / SIGTERM set ``stop``, checked by
+    # the wait loop below and by the player
     rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
     executor = make_executor(executor_kind, context)
     nodes: list[Any] = []
     summary: dict[str, Any] = {}
     spin: threading.Thread | None = None
-    try:
-        nodes = create_nodes(platform, context, use_sim_time=use_sim_time or bag is not None,
-                             extra_parameters=parameters)
-        for node in nodes:
-            executor.add_node(node)
-        spin = threading.Thread(target=_spin, args=(executor,), daemon=True)
-        spin.start()
-        bring_up(nodes)
-        if bag is not None:
-            player_node = rclpy.create_node("mm_perception_player", context=context)
-            stats = BagPlayer(bag, PlayerConfig(rate=rate), node=player_node).play()
-            player_node.destroy_node()
-            summary["player"] = {"published": dict(stats.published), "errors": stats.errors}
-            time.sleep(drain_s)  # let the last sets through the worker (bounded)
-        else:
-            deadline = None if duration_s is None else time.monotonic() + duration_s
-            while deadline is None or time.monotonic() < deadline:
-                time.sleep(0.1)
-        summary["nodes"] = graph_summary(nodes)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        summary["nodes"] = graph_summary(nodes)
-    finally:
-        bring_down(nodes)
-        executor.shutdown()
-        context.try_shutdown()
-        # a spin thread still inside rcl's wait at interpreter exit aborts the process
-        # ("terminate called without an active exception"): let it leave first
-        if spin is not None:
-            spin.join(timeout=10.0)
-    if summary_path is not None:
-        Path(summary_path).write_text(json.dumps(summary, indent=2, default=str))
+    started = False
+    with stop_on_signals() as stop:
+        try:
+            nodes = create_nodes(platform, context,
+                                 use_sim_time=use_sim_time or bag is not None,
+                                 extra_parameters=parameters)
+            for node in nodes:
+                executor.add_node(node)
+            spin = threading.Thread(target=_spin, args=(executor,), daemon=True)
+            spin.start()
+            bring_up(nodes)
+            started = True
+            if bag is not None and not stop.is_set():
+                player_node = rclpy.create_node("mm_perception_player", context=context)
+                stats = BagPlayer(bag, PlayerConfig(rate=rate), node=player_node,
+                                  stop=stop).play()
+                player_node.destroy_node()
+                summary["player"] = {"published": dict(stats.published),
+                                     "errors": stats.errors, "stopped": stats.stopped}
+                stop.wait(drain_s)  # let the last sets through the worker (bounded)
+            else:
+                stop.wait(duration_s)  # None: until a signal
+        except ExternalShutdownException:
+            pass
+        finally:
+            # the summary is written before the nodes are walked down, so that it is there
+            # even when a node is slow to clean up (none when the graph never came up)
+            summary["nodes"] = graph_summary(nodes)
+            if summary_path is not None and started:
+                Path(summary_path).write_text(json.dumps(summary, indent=2, default=str))
+            bring_down(nodes)
+            executor.shutdown()
+            context.try_shutdown()
+            # a spin thread still inside rcl's wait at interpreter exit aborts the process
+            # ("terminate called without an active exception"): let it leave first
+            if spin is not None:
+                spin.join(timeout=10.0)
     return summary
 
 
@@ -342,34 +348,29 @@ def run_single_node(node_cls: type, args: list[str] | None = None) -> None:
     autostart = "--no-autostart" not in argv
     argv = [a for a in argv if a != "--no-autostart"]
     # no rclpy signal handler: on Ctrl-C it would shut the context down under the node (a
-    # lifecycle node then hangs in "deactivating"); KeyboardInterrupt reaches the finally
-    # below instead, which walks the node down while the context is valid
+    # lifecycle node then hangs in "deactivating"); the finally below walks the node down
+    # while the context is valid
     rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     node = node_cls()
     executor = make_executor("single")
     executor.add_node(node)
-    # SIGINT / SIGTERM only set a flag that the spin loop checks every 0.1 s: a
-    # KeyboardInterrupt raised inside the executor's wait generator could be swallowed there
-    # (seen under load: the node kept spinning after Ctrl-C)
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        if autostart:
-            bring_up([node])
-        while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
-    except ConfigError as exc:
-        node.get_logger().fatal(str(exc))
-        raise SystemExit(1) from exc
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        bring_down([node])
-        executor.shutdown()
-        rclpy.try_shutdown()
+    # SIGINT / SIGTERM only set a flag that the spin loop checks every 0.1 s (see
+    # mm_perception.ros.signals)
+    with stop_on_signals() as stop:
+        try:
+            if autostart:
+                bring_up([node])
+            while not stop.is_set() and rclpy.ok():
+                executor.spin_once(timeout_sec=0.1)
+        except ConfigError as exc:
+            node.get_logger().fatal(str(exc))
+            raise SystemExit(1) from exc
+        except ExternalShutdownException:
+            pass
+        finally:
+            bring_down([node])
+            executor.shutdown()
+            rclpy.try_shutdown()
 
 
 __all__ = [

@@ -12,7 +12,10 @@ pipeline node and the split ``sync`` node), and small input helpers of every spl
   :class:`~mm_perception.core.assembly.SetAssembler`;
 * polls the assembler with the node clock (``poll_period_s``) so that a silent sensor ends in
   a partial set after the sync timeout (not before the node clock is set: under sim time,
-  before the first ``/clock``);
+  before the first ``/clock``), and flushes it when no sensor message came for
+  :data:`IDLE_FLUSH_S` of wall time: at the end of a replayed bag ``/clock`` stops, and the
+  last sets (waiting for a sensor or for odometry) would otherwise never come out; the
+  offline replay flushes at the end of the bag the same way;
 * hands every set, with a snapshot of the odometry, to a bounded :class:`WorkQueue`
   (``max_queued_sets``; the oldest waiting set is dropped and counted when the worker falls
   behind) drained by one worker thread that calls :meth:`SetInputNode.process_set`;
@@ -48,6 +51,9 @@ from mm_perception.ros.nodes.health import HealthMonitor, Level, Status
 from mm_perception.ros.nodes.work_queue import WorkQueue
 from mm_perception.ros.params import config_dir
 from mm_perception.ros.sensor_decoder import SensorDecoder, drop_reason
+
+#: wall time without any sensor message after which pending sets are flushed, s
+IDLE_FLUSH_S = 1.0
 
 
 def resolve_path(value: str) -> Path:
@@ -166,6 +172,7 @@ class SetInputNode(ManagedNode, metaclass=ABCMeta):
         self._last_times: tuple[float, float] = (0.0, 0.0)
         self._counts = {"complete": 0, "partial": 0, "dropped": 0, "processed": 0}
         self._period_s: float | None = None
+        self._last_input = 0.0  # time.monotonic() of the last sensor message, 0: none yet
 
     # ------------------------------------------------------------------ subclass hooks
     @abstractmethod
@@ -208,6 +215,7 @@ class SetInputNode(ManagedNode, metaclass=ABCMeta):
         self.assembler.reset()
         self._queue.clear()
         self._counts = dict.fromkeys(self._counts, 0)
+        self._last_input = 0.0
         qos = sensor_qos(int(self.params["qos.sensor_depth"]),
                          reliable=bool(self.params["qos.reliable_inputs"]))
         for spec in self.rig.sensors.values():
@@ -226,6 +234,7 @@ class SetInputNode(ManagedNode, metaclass=ABCMeta):
                 self.subscribe(CameraInfo, f"~/input/{spec.name}/camera_info",
                                functools.partial(self._on_camera_info, spec.name), qos)
         self.every(float(self.params["poll_period_s"]), self._poll)
+        self.every(IDLE_FLUSH_S / 4, self._flush_when_idle, steady=True)
         self.start_thread(functools.partial(self._queue.serve, handler=self._process_item),
                           "worker")
 
@@ -249,6 +258,7 @@ class SetInputNode(ManagedNode, metaclass=ABCMeta):
         if self.decoder is None or self.assembler is None or self.health is None:
             return  # a callback racing a deactivate
         self.health.received(sensor)
+        self._last_input = time.monotonic()
         try:
             value = self.decoder.decode(sensor, msg)
         except (ConversionError, ValueError, KeyError) as exc:
@@ -265,6 +275,12 @@ class SetInputNode(ManagedNode, metaclass=ABCMeta):
         now = self.get_clock().now().nanoseconds
         if now > 0:
             self._enqueue(self.assembler.poll(now))
+
+    def _flush_when_idle(self) -> None:
+        # on the steady clock: under sim time the node clock stops with the bag
+        if (self.assembler is not None and self._last_input and self.assembler.pending
+                and time.monotonic() - self._last_input > IDLE_FLUSH_S):
+            self._enqueue(self.assembler.flush())
 
     def _enqueue(self, sets: list[SensorSet]) -> None:
         if not sets:
@@ -312,5 +328,5 @@ class SetInputNode(ManagedNode, metaclass=ABCMeta):
         return [Status(f"{self.get_name()}: sync", level, message, values)]
 
 
-__all__ = ["OdometryInput", "SetInputNode", "load_live_rig", "resolve_path", "rig_sensor",
-           "sync_with_overrides"]
+__all__ = ["IDLE_FLUSH_S", "OdometryInput", "SetInputNode", "load_live_rig", "resolve_path",
+           "rig_sensor", "sync_with_overrides"]
