@@ -45,6 +45,7 @@ from mm_perception.fusion.feature_level.detector import (
     BevDetector,
     BevDetectorConfig,
     load_weights,
+    save_weights,
 )
 from mm_perception.fusion.feature_level.export import (
     PARITY_ATOL,
@@ -69,6 +70,7 @@ from mm_perception.fusion.feature_level.train import (
     bev_loss,
     collate,
     dropout_subset,
+    init_from,
     make_targets,
     train,
 )
@@ -425,6 +427,33 @@ def test_decode_hand_made_maps() -> None:
         proc.decode(maps, 0)
 
 
+def _peak(maps: dict[str, np.ndarray], cls: int, cell: tuple[int, int], score: float,
+          size: tuple[float, float, float], yaw: float = 0.0) -> None:
+    i, j = cell
+    maps["heatmap"][0, cls, i, j] = score
+    maps["offset"][0, :, i, j] = (0.5, 0.5)
+    maps["size"][0, :, i, j] = np.log(size)
+    maps["rot"][0, :, i, j] = (math.sin(yaw), math.cos(yaw))
+
+
+def test_decode_footprint_nms_keeps_one_object_per_long_vehicle() -> None:
+    maps = empty_maps()
+    # a 12 m bus along x at cell (8, 8), a truck peak 4 m further along its body, a
+    # pedestrian 2 m beside it (outside its 2.5 m width)
+    _peak(maps, 2, (8, 8), 0.8, (12.0, 2.5, 3.2))
+    _peak(maps, 1, (12, 8), 0.5, (8.0, 2.5, 3.5))
+    _peak(maps, 3, (8, 10), 0.4, (0.6, 0.6, 1.7))
+    # a car, and a weaker bus peak 2 m away whose 12 m footprint (along y) holds the car
+    _peak(maps, 0, (3, 2), 0.9, (4.5, 1.8, 1.5))
+    _peak(maps, 2, (3, 4), 0.3, (12.0, 2.5, 3.2), yaw=math.pi / 2)
+    cfg = replace(LR, score_threshold=0.2, nms_radius_m=1.0)
+    labels = [o.label for o in BevProcessor(cfg).decode(maps, 0)]
+    assert labels == [ObjectClass.CAR, ObjectClass.BUS, ObjectClass.PEDESTRIAN]
+    # the radius alone keeps every peak
+    plain = BevProcessor(replace(cfg, nms_footprint=False)).decode(maps, 0)
+    assert len(plain) == 5
+
+
 def test_decode_max_objects() -> None:
     proc = BevProcessor(replace(LR, max_objects=3))
     maps = empty_maps()
@@ -778,6 +807,28 @@ def test_train_writes_weights_and_resumes(tmp_path: Path,
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_init_from_a_lidar_only_model_starts_as_that_model(tmp_path: Path) -> None:
+    lidar_cfg = replace(LR, modalities=("lidar",))
+    source = make_net(lidar_cfg, seed=1)
+    save_weights(tmp_path / "lidar", source, BevProcessor(lidar_cfg))
+    fused = make_net(LR, seed=2)
+    info = init_from(fused, tmp_path / "lidar")
+    assert info["fuser_slices"] == ["lidar"] and info["copied"] > 0
+    # only what the LiDAR-only model lacks was left as initialised
+    assert set(info["not_copied"]) == {"radar", "missing"}
+    raw = random_frame(5)
+    want = forward(source, BevProcessor(lidar_cfg).encode(raw))
+    proc = BevProcessor(LR)
+    for frame in (raw, raw.without("radar")):
+        got = forward(fused, proc.encode(frame))
+        for key, value in want.items():
+            np.testing.assert_allclose(got[key], value, rtol=1e-5, atol=1e-5, err_msg=key)
+    # another grid does not fit
+    other = replace(LR, grid=BevGrid(x_range_m=(-16, 16), y_range_m=(-8, 8), cell_m=1.0))
+    with pytest.raises(ConfigError, match="grid"):
+        init_from(make_net(other), tmp_path / "lidar")
 
 
 # ---------------------------------------------------------------------------- ONNX

@@ -106,6 +106,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--init-from", metavar="DIR",
+                        help="start from another trained model's weights folder (e.g. the "
+                             "LiDAR-only model): see init_from")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -332,6 +335,58 @@ def validation_metrics(net: BevFusionNet, processor: BevProcessor, shards: Seque
 
 
 # ---------------------------------------------------------------------------- training
+def init_from(net: BevFusionNet, folder: str | Path) -> dict[str, Any]:
+    """Initialise ``net`` from another trained model (its weights folder), in place.
+
+    Every tensor with the same name and shape is copied (encoders of the shared modalities,
+    backbone, head). The concatenation fuser's first convolution, whose input channels are
+    the modalities' features side by side, gets the source's weights in the slices of the
+    modalities both models have and zeros in the others: a fused model started from the
+    LiDAR-only one computes what that model computes, and learns from there what the
+    camera and radar add (instead of relearning the LiDAR path under modality dropout).
+
+    Returns:
+        ``{"from": folder, "copied": n, "fuser_slices": [modality, ...], "not_copied":
+        [name, ...]}`` for the training log.
+
+    Raises:
+        ConfigError: the source model has another grid or channel width (nothing fits).
+    """
+    import torch
+
+    from mm_perception.fusion.feature_level.detector import load_weights
+
+    source, _ = load_weights(folder)
+    src_cfg, cfg = source.config, net.config
+    if src_cfg.grid != cfg.grid or src_cfg.bev_channels != cfg.bev_channels:
+        raise ConfigError(f"--init-from {folder}: its grid / bev_channels differ from the "
+                          f"model's ({src_cfg.grid}, {src_cfg.bev_channels} vs {cfg.grid}, "
+                          f"{cfg.bev_channels})")
+    src = source.state_dict()
+    dst = net.state_dict()
+    copied, not_copied, slices = 0, [], []
+    for name, tensor in dst.items():
+        value = src.get(name)
+        if value is not None and value.shape == tensor.shape:
+            dst[name] = value.clone()
+            copied += 1
+        elif (name == "fuser.conv.0.weight" and value is not None
+              and cfg.fuser == src_cfg.fuser == "concat"):
+            c = cfg.bev_channels
+            new = torch.zeros_like(tensor)
+            for k, m in enumerate(cfg.modalities):
+                if m in src_cfg.modalities:
+                    j = src_cfg.modalities.index(m)
+                    new[:, k * c:(k + 1) * c] = value[:, j * c:(j + 1) * c]
+                    slices.append(m)
+            dst[name] = new
+        else:
+            not_copied.append(name)
+    net.load_state_dict(dst)
+    return {"from": str(folder), "copied": copied, "fuser_slices": slices,
+            "not_copied": sorted({n.split(".")[0] for n in not_copied})}
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
     """Train per ``args`` (see :func:`add_arguments`); returns the training log."""
     import torch
@@ -365,6 +420,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     processor = BevProcessor(cfg, state)
     camera_net = CameraDetector.load().net if "camera" in cfg.modalities else None
     net = BevFusionNet(cfg, camera_net)
+    init = init_from(net, args.init_from) if args.init_from else None
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     index = [(s, i) for s, shard in enumerate(train_set) for i in range(len(shard))]
@@ -388,6 +444,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "config": cfg.to_dict(), "processor": asdict(state), "torch": torch.__version__,
         "trainable_parameters": sum(p.numel() for p in params),
         "train_frames": len(index), "val_frames": sum(len(s) for s in val_set),
+        "init_from": init,
         "loss_curve": [], "epochs": []}
     start_epoch = 0
     ckpt_path = out_dir / "checkpoint.pt"
@@ -500,5 +557,5 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["add_arguments", "bev_loss", "collate", "dropout_subset", "make_targets", "run",
-           "train", "training_state", "validation_metrics"]
+__all__ = ["add_arguments", "bev_loss", "collate", "dropout_subset", "init_from", "make_targets",
+           "run", "train", "training_state", "validation_metrics"]
