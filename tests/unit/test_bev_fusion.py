@@ -427,33 +427,6 @@ def test_decode_hand_made_maps() -> None:
         proc.decode(maps, 0)
 
 
-def _peak(maps: dict[str, np.ndarray], cls: int, cell: tuple[int, int], score: float,
-          size: tuple[float, float, float], yaw: float = 0.0) -> None:
-    i, j = cell
-    maps["heatmap"][0, cls, i, j] = score
-    maps["offset"][0, :, i, j] = (0.5, 0.5)
-    maps["size"][0, :, i, j] = np.log(size)
-    maps["rot"][0, :, i, j] = (math.sin(yaw), math.cos(yaw))
-
-
-def test_decode_footprint_nms_keeps_one_object_per_long_vehicle() -> None:
-    maps = empty_maps()
-    # a 12 m bus along x at cell (8, 8), a truck peak 4 m further along its body, a
-    # pedestrian 2 m beside it (outside its 2.5 m width)
-    _peak(maps, 2, (8, 8), 0.8, (12.0, 2.5, 3.2))
-    _peak(maps, 1, (12, 8), 0.5, (8.0, 2.5, 3.5))
-    _peak(maps, 3, (8, 10), 0.4, (0.6, 0.6, 1.7))
-    # a car, and a weaker bus peak 2 m away whose 12 m footprint (along y) holds the car
-    _peak(maps, 0, (3, 2), 0.9, (4.5, 1.8, 1.5))
-    _peak(maps, 2, (3, 4), 0.3, (12.0, 2.5, 3.2), yaw=math.pi / 2)
-    cfg = replace(LR, score_threshold=0.2, nms_radius_m=1.0)
-    labels = [o.label for o in BevProcessor(cfg).decode(maps, 0)]
-    assert labels == [ObjectClass.CAR, ObjectClass.BUS, ObjectClass.PEDESTRIAN]
-    # the radius alone keeps every peak
-    plain = BevProcessor(replace(cfg, nms_footprint=False)).decode(maps, 0)
-    assert len(plain) == 5
-
-
 def test_decode_max_objects() -> None:
     proc = BevProcessor(replace(LR, max_objects=3))
     maps = empty_maps()

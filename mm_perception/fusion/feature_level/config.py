@@ -124,8 +124,6 @@ class BevModelConfig:
         score_threshold: minimum heatmap score of a decoded object.
         max_objects: at most this many objects per frame.
         nms_radius_m: a peak within this BEV distance of a higher one (any class) is dropped.
-        nms_footprint: also drop a peak whose centre is inside a higher one's box footprint,
-            or whose footprint holds that one's centre (several peaks along a long vehicle).
         position_std_m / yaw_std_rad / velocity_std_mps: 1-sigma of the output covariance.
     """
 
@@ -145,7 +143,6 @@ class BevModelConfig:
     score_threshold: float = 0.2
     max_objects: int = 100
     nms_radius_m: float = 1.0
-    nms_footprint: bool = True
     position_std_m: float = 0.5
     yaw_std_rad: float = 0.2
     velocity_std_mps: float = 1.5

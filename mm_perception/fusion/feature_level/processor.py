@@ -498,13 +498,17 @@ class BevProcessor:
         off = np.asarray(outputs["offset"], np.float32)[0][:, i, j]
         x = g.x_range_m[0] + (i + off[0]) * g.cell_m
         y = g.y_range_m[0] + (j + off[1]) * g.cell_m
+        # greedy BEV-distance NMS over classes: one object per place
+        keep: list[int] = []
+        for k in range(len(top)):
+            if all(math.hypot(x[k] - x[q], y[k] - y[q]) > cfg.nms_radius_m for q in keep):
+                keep.append(k)
+                if len(keep) >= cfg.max_objects:
+                    break
         zc = np.asarray(outputs["z"], np.float32)[0][0, i, j]
         size = np.exp(np.clip(np.asarray(outputs["size"], np.float32)[0][:, i, j], -3.0, 3.5))
         rot = np.asarray(outputs["rot"], np.float32)[0][:, i, j]
         vel = np.asarray(outputs["velocity"], np.float32)[0][:, i, j]
-        yaw = np.arctan2(rot[0], rot[1])
-        keep = _nms(x, y, size[0], size[1], yaw, cfg.nms_radius_m, cfg.nms_footprint,
-                    cfg.max_objects)
         cov = np.diag([cfg.position_std_m ** 2] * 3 + [cfg.yaw_std_rad ** 2]
                       + [cfg.velocity_std_mps ** 2] * 2)
         objs = []
@@ -514,7 +518,7 @@ class BevProcessor:
             objs.append(DetectedObject(
                 box=Box3D(center=np.array([x[k], y[k], zc[k]], np.float64),
                           size=size[:, k].astype(np.float64),
-                          yaw=float(yaw[k]), frame_id="base_link"),
+                          yaw=float(math.atan2(rot[0, k], rot[1, k])), frame_id="base_link"),
                 label=CLASSES[int(cls[k])], score=float(min(max(flat[top[k]], 0.0), 1.0)),
                 stamp_ns=stamp_ns,
                 class_probs={c.value: float(p) for c, p in zip(CLASSES, probs, strict=True)},
@@ -522,44 +526,6 @@ class BevProcessor:
                 existence_prob=float(min(max(flat[top[k]], 0.0), 1.0)),
                 sources=tuple(sources)))
         return objs
-
-
-def _nms(x: npt.NDArray[np.floating], y: npt.NDArray[np.floating],
-         length: npt.NDArray[np.floating], width: npt.NDArray[np.floating],
-         yaw: npt.NDArray[np.floating], radius_m: float, footprint: bool,
-         max_objects: int) -> list[int]:
-    """Greedy BEV non-maximum suppression over classes, candidates in descending score.
-
-    A candidate is dropped when its centre is within ``radius_m`` of a kept one, or, with
-    ``footprint``, when either centre lies inside the other's footprint (``length`` x
-    ``width`` at ``yaw``, m / rad, ``base_link``). Why the footprint: a 7-12 m truck or bus
-    gives several heatmap peaks along its body, metres apart, often of different large
-    classes; a fixed radius large enough for them would merge pedestrians standing together.
-
-    Returns:
-        Indices of the kept candidates, at most ``max_objects``, in score order.
-    """
-    keep: list[int] = []
-    for k in range(len(x)):
-        if keep:
-            q = np.asarray(keep)
-            dx, dy = x[k] - x[q], y[k] - y[q]
-            if np.any(np.hypot(dx, dy) <= radius_m):
-                continue
-            if footprint:
-                # k's centre in each kept box's frame, and each kept centre in k's frame
-                cq, sq = np.cos(yaw[q]), np.sin(yaw[q])
-                in_kept = ((np.abs(cq * dx + sq * dy) < length[q] / 2)
-                           & (np.abs(-sq * dx + cq * dy) < width[q] / 2))
-                ck, sk = math.cos(yaw[k]), math.sin(yaw[k])
-                in_k = ((np.abs(ck * dx + sk * dy) < length[k] / 2)
-                        & (np.abs(-sk * dx + ck * dy) < width[k] / 2))
-                if np.any(in_kept | in_k):
-                    continue
-        keep.append(k)
-        if len(keep) >= max_objects:
-            break
-    return keep
 
 
 __all__ = ["INPUT_NAMES", "OUTPUT_NAMES", "OUTSIDE", "BevProcessor", "ProcessorState",
