@@ -1,1 +1,1 @@
-"""mm_perception.planning."""
+"""mm_perception.planning: action-chunk trajectories and the rule-based safety filter."""

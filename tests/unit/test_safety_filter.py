@@ -1,0 +1,612 @@
+"""Safety filter and trajectory type.
+
+Every scenario is built from closed-form motion (straight lines, circular arcs, constant
+acceleration) whose limits are known by hand, and asserts the exact status and reason codes,
+so a check that stops firing (or fires for the wrong cause) fails. Every returned trajectory
+is also checked against the limits independently of the filter's own code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mm_perception.core.errors import ConfigError
+from mm_perception.core.geometry import SE3
+from mm_perception.core.types import (
+    Box3D,
+    DetectedObject,
+    EgoState,
+    ObjectClass,
+    Track,
+    TrackStatus,
+)
+from mm_perception.planning.safety import (
+    REASON_CODES,
+    SafetyConfig,
+    SafetyFilter,
+    SafetyResult,
+    SafetyStatus,
+)
+from mm_perception.planning.trajectory import Trajectory
+
+NOW = 1_000_000_000_000  # ns
+S = 1_000_000_000  # ns per second
+FRAME = "odom"
+CFG = SafetyConfig()
+FRONT = CFG.ego_length_m / 2  # distance base_link -> front bumper (footprint is centred)
+CAR_LEN, CAR_WIDTH = 4.5, 1.8
+
+
+def ego_state(x: float = 0.0, y: float = 0.0, yaw: float = 0.0, speed: float = 0.0,
+              stamp_ns: int = NOW, frame_id: str = FRAME) -> EgoState:
+    return EgoState(stamp_ns, frame_id, "base_link", SE3.from_xy_yaw(x, y, yaw),
+                    linear_velocity=np.array([speed, 0.0, 0.0]))
+
+
+def make_traj(t_s: Any, xy: Any, yaw: Any, speed: Any, stamp_ns: int = NOW,
+              frame_id: str = FRAME) -> Trajectory:
+    return Trajectory(stamp_ns, frame_id, np.asarray(t_s, float), np.asarray(xy, float),
+                      np.asarray(yaw, float), np.asarray(speed, float), "test")
+
+
+def straight(speed: float = 5.0, duration_s: float = 3.0, dt: float = 0.1, x0: float = 0.0,
+             stamp_ns: int = NOW, frame_id: str = FRAME) -> Trajectory:
+    """Constant speed along +x from (x0, 0)."""
+    t = np.arange(round(duration_s / dt) + 1) * dt
+    xy = np.stack([x0 + speed * t, np.zeros_like(t)], axis=1)
+    return make_traj(t, xy, np.zeros_like(t), np.full_like(t, speed), stamp_ns, frame_id)
+
+
+def accelerating(v0: float, accel: float, duration_s: float, dt: float = 0.1) -> Trajectory:
+    """Constant acceleration along +x from the origin (exact positions)."""
+    t = np.arange(round(duration_s / dt) + 1) * dt
+    xy = np.stack([v0 * t + accel * t ** 2 / 2, np.zeros_like(t)], axis=1)
+    return make_traj(t, xy, np.zeros_like(t), v0 + accel * t)
+
+
+def arc(speed: float, radius: float, duration_s: float, dt: float = 0.1) -> Trajectory:
+    """Constant speed on a left-turning circle of ``radius`` starting at the origin along +x."""
+    t = np.arange(round(duration_s / dt) + 1) * dt
+    theta = speed * t / radius
+    xy = np.stack([radius * np.sin(theta), radius * (1 - np.cos(theta))], axis=1)
+    return make_traj(t, xy, theta, np.full_like(t, speed))
+
+
+def car(x: float, y: float = 0.0, yaw: float = 0.0, velocity: Any = None,
+        stamp_ns: int = NOW, frame_id: str = FRAME,
+        status: TrackStatus = TrackStatus.CONFIRMED, track_id: int = 1) -> Track:
+    box = Box3D(np.array([x, y, 0.75]), np.array([CAR_LEN, CAR_WIDTH, 1.5]), yaw, frame_id)
+    vel = None if velocity is None else np.array([velocity[0], velocity[1], 0.0])
+    obj = DetectedObject(box, ObjectClass.CAR, 0.9, stamp_ns=stamp_ns, velocity=vel)
+    return Track(track_id, obj, status)
+
+
+def run(filt: SafetyFilter, traj: Trajectory | None, ego: EgoState,
+        tracks: list[Track] | None = None, now_ns: int = NOW,
+        perception_ns: int | None = NOW, instruction_ns: int | None = NOW) -> SafetyResult:
+    result = filt.check(traj, ego, tracks or [], now_ns, perception_ns, instruction_ns)
+    assert_within_limits(result, filt.config, ego.frame_id)
+    return result
+
+
+def assert_within_limits(result: SafetyResult, cfg: SafetyConfig, frame_id: str) -> None:
+    """The filter's output contract, checked without the filter's code."""
+    traj = result.trajectory
+    assert traj.frame_id == frame_id
+    for arr in (traj.t_s, traj.xy, traj.yaw, traj.speed):
+        assert np.isfinite(arr).all()
+    assert traj.t_s[0] >= 0.0
+    assert (np.diff(traj.t_s) > 0).all()
+    assert (traj.speed >= 0.0).all()
+    assert (traj.speed <= cfg.max_speed_mps + 1e-9).all()
+    accel = np.diff(traj.speed) / np.diff(traj.t_s)
+    assert (accel >= -cfg.max_decel_mps2 - 1e-6).all()
+    assert (accel <= cfg.max_accel_mps2 + 1e-6).all()
+    assert (result.status is SafetyStatus.PASSED) == (result.reasons == ())
+    assert set(result.reasons) <= set(REASON_CODES)
+
+
+def assert_stop(result: SafetyResult, status: SafetyStatus, ego: EgoState,
+                decel: float) -> None:
+    """A straight stop from the ego pose along its heading at ``decel``."""
+    assert result.status is status
+    traj = result.trajectory
+    v0 = min(max(float(ego.linear_velocity[0]), 0.0), CFG.max_speed_mps)
+    assert traj.speed[0] == pytest.approx(v0)
+    assert traj.speed[-1] == 0.0
+    moving = np.diff(traj.speed) < 0
+    accel = np.diff(traj.speed) / np.diff(traj.t_s)
+    np.testing.assert_allclose(accel[moving], -decel, rtol=1e-9)
+    heading = ego.pose.yaw()
+    travel = traj.xy[-1] - ego.pose.translation[:2]
+    assert float(np.hypot(*travel)) == pytest.approx(v0 ** 2 / (2 * decel), abs=1e-9)
+    if v0 > 0:
+        assert math.atan2(travel[1], travel[0]) == pytest.approx(heading, abs=1e-9)
+    np.testing.assert_allclose(traj.yaw, heading)
+    assert traj.t_s[-1] >= CFG.min_ttc_s  # stands still at least over the collision horizon
+
+
+# -------------------------------------------------------------------------- trajectory
+
+
+def test_trajectory_checks_shapes_but_accepts_non_finite_values() -> None:
+    traj = make_traj([0.0, 0.1], [[0, 0], [np.nan, np.inf]], [0, 0], [1, -np.inf])
+    assert not traj.is_finite()
+    assert len(traj) == 2
+    assert not traj.xy.flags.writeable
+    with pytest.raises(ValueError, match="at least one sample"):
+        make_traj([], np.zeros((0, 2)), [], [])
+    with pytest.raises(ValueError, match=r"xy must have shape \(2, 2\)"):
+        make_traj([0.0, 0.1], [[0, 0, 0], [1, 0, 0]], [0, 0], [1, 1])
+    with pytest.raises(ValueError, match="speed must have shape"):
+        make_traj([0.0, 0.1], [[0, 0], [1, 0]], [0, 0], [1, 1, 1])
+    with pytest.raises(ValueError, match="real numbers"):
+        Trajectory(NOW, FRAME, np.array(["a"]), np.zeros((1, 2)), np.zeros(1), np.zeros(1))
+    with pytest.raises(TypeError, match="stamp_ns"):
+        Trajectory(1.5, FRAME, np.zeros(1), np.zeros((1, 2)), np.zeros(1),  # type: ignore[arg-type]
+                   np.zeros(1))
+
+
+def test_trajectory_sample_interpolates_clamps_and_turns_the_short_way() -> None:
+    traj = make_traj([0.0, 1.0, 2.0], [[0, 0], [2, 0], [2, 4]],
+                     [math.pi - 0.1, -math.pi + 0.1, -math.pi + 0.1], [0.0, 2.0, 4.0])
+    got = traj.sample([-1.0, 0.5, 1.5, 9.0])
+    np.testing.assert_allclose(got.xy, [[0, 0], [1, 0], [2, 2], [2, 4]])
+    np.testing.assert_allclose(got.speed, [0.0, 1.0, 3.0, 4.0])
+    # halfway between pi - 0.1 and -pi + 0.1 the short way is pi, not 0
+    assert abs(abs(float(got.yaw[1])) - math.pi) < 1e-9
+    assert traj.duration_s == 2.0
+    with pytest.raises(ValueError, match="non-finite"):
+        make_traj([0.0, 1.0], [[0, 0], [1, 0]], [0, 0], [1, np.nan]).sample(0.5)
+
+
+def test_trajectory_tail_keeps_original_samples() -> None:
+    traj = straight(5.0, 1.0)
+    assert traj.tail_from(NOW - S) is traj
+    tail = traj.tail_from(NOW + 250_000_000)
+    assert tail is not None
+    assert tail.stamp_ns == NOW + 200_000_000  # the sample being tracked at that time
+    assert tail.t_s[0] == 0.0
+    np.testing.assert_allclose(tail.xy, traj.xy[2:])
+    assert traj.tail_from(NOW + 2 * S) is None
+
+
+# ---------------------------------------------------------------------- passing / limits
+
+
+def test_valid_straight_trajectory_passes_unchanged() -> None:
+    filt = SafetyFilter()
+    traj = straight(5.0)
+    result = run(filt, traj, ego_state(speed=5.0), [car(10.0, 4.0)])
+    assert result.status is SafetyStatus.PASSED
+    assert result.reasons == ()
+    assert result.trajectory is traj
+    assert not result.intervened
+
+
+def test_valid_gentle_curve_and_acceleration_pass() -> None:
+    filt = SafetyFilter()
+    assert run(filt, arc(5.0, 10.0, 2.0), ego_state(speed=5.0)).status is SafetyStatus.PASSED
+    assert run(filt, accelerating(2.0, 2.0, 3.0), ego_state(speed=2.0)).reasons == ()
+    # braking at the comfortable rate down to standstill, then standing
+    t = np.arange(31) * 0.1
+    v = np.maximum(6.0 - 2.0 * t, 0.0)
+    x = np.where(t < 3.0, 6.0 * t - t ** 2, 9.0)
+    braking = make_traj(t, np.stack([x, 0 * t], 1), 0 * t, v)
+    assert run(filt, braking, ego_state(speed=6.0)).reasons == ()
+
+
+@pytest.mark.parametrize(("field", "index", "value"), [
+    ("speed", 5, np.nan), ("speed", 0, np.inf), ("xy", 3, np.nan), ("xy", 7, -np.inf),
+    ("yaw", 2, np.nan), ("t_s", 4, np.nan), ("t_s", 9, np.inf),
+])
+def test_non_finite_values_are_rejected(field: str, index: int, value: float) -> None:
+    base = straight(5.0)
+    arrays = {name: np.array(getattr(base, name)) for name in ("t_s", "xy", "yaw", "speed")}
+    arrays[field][index] = value
+    traj = make_traj(arrays["t_s"], arrays["xy"], arrays["yaw"], arrays["speed"])
+    ego = ego_state(speed=5.0)
+    result = run(SafetyFilter(), traj, ego)
+    assert result.reasons == ("non_finite",)
+    assert_stop(result, SafetyStatus.COMFORTABLE_STOP, ego, CFG.comfort_decel_mps2)
+
+
+def test_over_speed_rejected_and_stop_starts_at_the_speed_limit() -> None:
+    ego = ego_state(speed=20.0)
+    result = run(SafetyFilter(), straight(20.0), ego)
+    assert result.reasons == ("over_speed",)
+    assert_stop(result, SafetyStatus.COMFORTABLE_STOP, ego, CFG.comfort_decel_mps2)
+    assert result.trajectory.speed[0] == CFG.max_speed_mps
+
+
+@pytest.mark.parametrize(("traj", "ego_speed", "reasons"), [
+    (accelerating(5.0, 4.0, 2.0), 5.0, ("over_accel",)),       # between samples
+    (straight(5.0), 0.0, ("over_accel",)),                     # from the ego's speed
+    (accelerating(10.0, -8.0, 1.0), 10.0, ("over_decel",)),    # between samples
+    (straight(2.0), 10.0, ("over_decel",)),                    # from the ego's speed
+])
+def test_acceleration_limits(traj: Trajectory, ego_speed: float,
+                             reasons: tuple[str, ...]) -> None:
+    result = run(SafetyFilter(), traj, ego_state(speed=ego_speed))
+    assert result.reasons == reasons
+    assert result.status is SafetyStatus.COMFORTABLE_STOP
+
+
+def test_small_odometry_speed_noise_is_tolerated() -> None:
+    result = run(SafetyFilter(), straight(5.0), ego_state(speed=5.0 + 0.15))
+    assert result.status is SafetyStatus.PASSED
+
+
+def test_jerk_limit() -> None:
+    t = np.arange(31) * 0.1
+    v = 5.0 + 0.2 * (np.arange(31) % 2)  # +-2 m/s^2 every 0.1 s: jerk 40 m/s^3
+    x = np.concatenate([[0.0], np.cumsum((v[:-1] + v[1:]) / 2 * 0.1)])
+    traj = make_traj(t, np.stack([x, 0 * t], 1), 0 * t, v)
+    assert run(SafetyFilter(), traj, ego_state(speed=5.0)).reasons == ("over_jerk",)
+
+
+def test_curvature_limit() -> None:
+    # radius 3 m: curvature 0.33 > 0.2, lateral accel only 0.33 m/s^2 at 1 m/s
+    result = run(SafetyFilter(), arc(1.0, 3.0, 3.0), ego_state(speed=1.0))
+    assert result.reasons == ("over_curvature",)
+
+
+def test_lateral_acceleration_limit() -> None:
+    # radius 10 m: curvature 0.1 is allowed, but 8^2 / 10 = 6.4 m/s^2 > 4 is not
+    result = run(SafetyFilter(), arc(8.0, 10.0, 2.0), ego_state(speed=8.0))
+    assert result.reasons == ("over_lateral_accel",)
+
+
+def test_sideways_motion_is_a_heading_mismatch() -> None:
+    base = straight(2.0)
+    traj = make_traj(base.t_s, base.xy[:, ::-1], base.yaw, base.speed)  # moves along +y
+    assert run(SafetyFilter(), traj, ego_state(speed=2.0)).reasons == ("heading_mismatch",)
+
+
+def test_pose_jumps_are_rejected() -> None:
+    base = straight(5.0)
+    xy = np.array(base.xy)
+    xy[10:, 0] += 2.0  # teleports 2 m between samples 9 and 10
+    jumped = make_traj(base.t_s, xy, base.yaw, base.speed)
+    assert run(SafetyFilter(), jumped, ego_state(speed=5.0)).reasons == ("pose_jump",)
+    # starts 5 m away from where the ego is
+    away = straight(5.0, x0=5.0)
+    assert run(SafetyFilter(), away, ego_state(speed=5.0)).reasons == ("pose_jump",)
+
+
+def test_bad_times_and_negative_speed() -> None:
+    base = straight(5.0)
+    t = np.array(base.t_s)
+    t[[3, 4]] = t[[4, 3]]
+    swapped = make_traj(t, base.xy, base.yaw, base.speed)
+    assert run(SafetyFilter(), swapped, ego_state(speed=5.0)).reasons == ("bad_time",)
+    negative = make_traj(base.t_s - 0.5, base.xy, base.yaw, base.speed)
+    assert run(SafetyFilter(), negative, ego_state(speed=5.0)).reasons == ("bad_time",)
+    backwards = make_traj([0.0, 0.1, 0.2], np.zeros((3, 2)), np.zeros(3), [-0.1] * 3)
+    assert run(SafetyFilter(), backwards, ego_state()).reasons == ("negative_speed",)
+
+
+def test_missing_and_out_of_date_trajectories() -> None:
+    filt = SafetyFilter()
+    assert run(filt, None, ego_state()).reasons == ("empty",)
+    old = straight(0.0, stamp_ns=NOW - 2 * S)
+    assert run(filt, old, ego_state()).reasons == ("stale_trajectory",)
+    future = straight(0.0, stamp_ns=NOW + 1)
+    assert run(filt, future, ego_state()).reasons == ("stale_trajectory",)
+    over = straight(0.0, duration_s=0.5, stamp_ns=NOW - 800_000_000)  # ended 0.3 s ago
+    assert run(filt, over, ego_state()).reasons == ("stale_trajectory",)
+
+
+# --------------------------------------------------------------------------- collisions
+
+
+def test_static_car_ahead_gives_collision_and_a_comfortable_stop() -> None:
+    ego = ego_state(speed=5.0)
+    result = run(SafetyFilter(), straight(5.0, 5.0), ego, [car(20.0)])
+    assert result.reasons == ("collision",)
+    assert_stop(result, SafetyStatus.COMFORTABLE_STOP, ego, CFG.comfort_decel_mps2)
+    # the same car beyond the collision horizon (reached after more than 4 s) is ignored
+    far = run(SafetyFilter(), straight(5.0, 5.0), ego, [car(27.0)])
+    assert far.status is SafetyStatus.PASSED
+
+
+def test_close_lead_car_forces_emergency_stop() -> None:
+    # 3 m bumper gap at 10 m/s to a lead car doing 5 m/s: comfortable braking closes
+    # 4.2 m (collides), emergency braking 2.1 m (inside the 2.7 m gap left by the margin)
+    ego = ego_state(speed=10.0)
+    lead = car(FRONT + 3.0 + CAR_LEN / 2, velocity=(5.0, 0.0))
+    result = run(SafetyFilter(), straight(10.0), ego, [lead])
+    assert result.reasons == ("collision",)
+    assert_stop(result, SafetyStatus.EMERGENCY_STOP, ego, CFG.max_decel_mps2)
+
+
+def test_static_car_three_metres_ahead_at_speed_is_unavoidable() -> None:
+    ego = ego_state(speed=10.0)
+    result = run(SafetyFilter(), straight(10.0), ego, [car(FRONT + 3.0 + CAR_LEN / 2)])
+    assert result.reasons == ("collision", "collision_unavoidable")
+    assert_stop(result, SafetyStatus.EMERGENCY_STOP, ego, CFG.max_decel_mps2)
+
+
+def test_moving_objects_are_predicted_into_the_path() -> None:
+    ego = ego_state(speed=5.0)
+    traj = straight(5.0, 5.0)
+    # oncoming at 4 m/s from 30 m: meets the ego after ~2.8 s; as a static object it is
+    # only reached after ~5 s, beyond the horizon
+    oncoming = car(30.0, yaw=math.pi, velocity=(-4.0, 0.0))
+    result = run(SafetyFilter(), traj, ego, [oncoming])
+    assert result.reasons == ("collision",)
+    assert result.status is SafetyStatus.COMFORTABLE_STOP  # it stays 5 m short at 4 s
+    # faster, it reaches even the stopped ego within the horizon
+    fast = car(30.0, yaw=math.pi, velocity=(-8.0, 0.0))
+    assert run(SafetyFilter(), traj, ego, [fast]).reasons == ("collision",
+                                                              "collision_unavoidable")
+    assert run(SafetyFilter(), traj, ego, [car(30.0, yaw=math.pi)]).reasons == ()
+    # crossing from the right at 5 m/s, into the ego's path at x = 10 m after 2 s
+    crossing = car(10.0, -10.0, yaw=math.pi / 2, velocity=(0.0, 5.0))
+    assert run(SafetyFilter(), traj, ego, [crossing]).reasons == ("collision",)
+    # prediction starts at the track's own stamp: measured 1 s ago, it is already past
+    passed = car(10.0, -5.0, yaw=math.pi / 2, velocity=(0.0, 10.0), stamp_ns=NOW - S)
+    assert run(SafetyFilter(), traj, ego, [passed]).reasons == ()
+
+
+def test_car_in_the_adjacent_lane_and_deleted_tracks_do_not_block() -> None:
+    ego = ego_state(speed=5.0)
+    traj = straight(5.0, 5.0)
+    tracks = [car(10.0, 4.0), car(25.0, -4.0, velocity=(5.0, 0.0), track_id=2),
+              car(10.0, status=TrackStatus.DELETED, track_id=3)]
+    assert run(SafetyFilter(), traj, ego, tracks).status is SafetyStatus.PASSED
+
+
+def test_rotated_box_overlap_uses_the_box_axes() -> None:
+    # a car across the lane, centred 1.5 m beside the path: its length reaches into it
+    ego = ego_state(speed=5.0)
+    across = car(10.0, 3.0, yaw=math.pi / 2)
+    assert run(SafetyFilter(), straight(5.0), ego, [across]).reasons == ("collision",)
+    along = car(10.0, 3.0)  # the same box along the lane stays clear
+    assert run(SafetyFilter(), straight(5.0), ego, [along]).reasons == ()
+
+
+# -------------------------------------------------------------------------- last valid
+
+
+def test_last_valid_is_reused_while_safe_and_young() -> None:
+    filt = SafetyFilter()
+    good = straight(5.0, 3.0)
+    assert run(filt, good, ego_state(speed=5.0)).status is SafetyStatus.PASSED
+    bad = straight(50.0)
+    later = NOW + 200_000_000
+    ego = ego_state(x=1.0, speed=5.0, stamp_ns=later)
+    result = run(filt, bad, ego, now_ns=later, perception_ns=later)
+    assert result.status is SafetyStatus.LAST_VALID
+    assert result.reasons == ("over_speed", "over_accel", "pose_jump")
+    assert result.trajectory.stamp_ns == later
+    np.testing.assert_allclose(result.trajectory.xy, good.xy[2:])
+    # still usable a bit later (age measured from the original, not from the tail)
+    later2 = NOW + 900_000_000
+    ego2 = ego_state(x=4.5, speed=5.0, stamp_ns=later2)
+    again = run(filt, None, ego2, now_ns=later2, perception_ns=later2)
+    assert again.status is SafetyStatus.LAST_VALID
+    # too old now
+    later3 = NOW + 1_200_000_000
+    ego3 = ego_state(x=6.0, speed=5.0, stamp_ns=later3)
+    old = run(filt, None, ego3, now_ns=later3, perception_ns=later3)
+    assert old.reasons == ("empty",)
+    assert_stop(old, SafetyStatus.COMFORTABLE_STOP, ego3, CFG.comfort_decel_mps2)
+
+
+def test_last_valid_dropped_when_it_became_unsafe() -> None:
+    filt = SafetyFilter()
+    assert run(filt, straight(5.0, 3.0), ego_state(speed=5.0)).status is SafetyStatus.PASSED
+    later = NOW + 200_000_000
+    ego = ego_state(x=1.0, speed=5.0, stamp_ns=later)
+    blocker = car(14.0, stamp_ns=later)  # appeared in the old plan's path
+    result = run(filt, None, ego, [blocker], now_ns=later, perception_ns=later)
+    assert result.reasons == ("empty",)
+    assert_stop(result, SafetyStatus.COMFORTABLE_STOP, ego, CFG.comfort_decel_mps2)
+    # and it is forgotten, not retried once the blocker has gone
+    later2 = NOW + 300_000_000
+    ego2 = ego_state(x=1.5, speed=5.0, stamp_ns=later2)
+    gone = run(filt, None, ego2, now_ns=later2, perception_ns=later2)
+    assert gone.status is SafetyStatus.COMFORTABLE_STOP
+
+
+def test_last_valid_dropped_when_the_ego_left_it() -> None:
+    filt = SafetyFilter()
+    assert run(filt, straight(5.0, 3.0), ego_state(speed=5.0)).status is SafetyStatus.PASSED
+    later = NOW + 200_000_000
+    ego = ego_state(x=1.0, y=2.0, speed=5.0, stamp_ns=later)  # 2 m off the old plan
+    result = run(filt, None, ego, now_ns=later, perception_ns=later)
+    assert result.status is SafetyStatus.COMFORTABLE_STOP
+
+
+# -------------------------------------------------------------------------------- inputs
+
+
+@pytest.mark.parametrize(("perception", "instruction", "reasons"), [
+    (NOW - 500_000_000, NOW, ("stale_perception",)),
+    (None, NOW, ("stale_perception",)),
+    (NOW + 1_000_000, NOW, ("stale_perception",)),  # clock went backwards
+    (NOW, None, ("stale_instruction",)),
+    (NOW, NOW - 3 * S, ("stale_instruction",)),
+    (NOW, NOW + 1, ("stale_instruction",)),
+    (None, None, ("stale_perception", "stale_instruction")),
+])
+def test_stale_inputs_stop(perception: int | None, instruction: int | None,
+                           reasons: tuple[str, ...]) -> None:
+    ego = ego_state(speed=5.0)
+    result = run(SafetyFilter(), straight(5.0), ego, perception_ns=perception,
+                 instruction_ns=instruction)
+    assert result.reasons == reasons
+    assert_stop(result, SafetyStatus.COMFORTABLE_STOP, ego, CFG.comfort_decel_mps2)
+
+
+def test_stale_input_with_a_close_obstacle_gives_emergency_stop() -> None:
+    ego = ego_state(speed=10.0)
+    lead = car(FRONT + 3.0 + CAR_LEN / 2, velocity=(5.0, 0.0))
+    result = run(SafetyFilter(), straight(10.0), ego, [lead], perception_ns=None)
+    assert result.reasons == ("stale_perception",)
+    assert_stop(result, SafetyStatus.EMERGENCY_STOP, ego, CFG.max_decel_mps2)
+
+
+def test_instruction_can_be_optional() -> None:
+    filt = SafetyFilter(SafetyConfig(instruction_required=False))
+    assert run(filt, straight(5.0), ego_state(speed=5.0),
+               instruction_ns=None).status is SafetyStatus.PASSED
+
+
+def test_stale_or_future_ego_state_stops() -> None:
+    for stamp in (NOW - S, NOW + 1):  # odometry 1 s old, or from the future
+        result = run(SafetyFilter(), straight(5.0), ego_state(speed=5.0, stamp_ns=stamp))
+        assert result.reasons == ("stale_ego",)
+        assert result.status is SafetyStatus.COMFORTABLE_STOP
+
+
+def test_clock_going_backwards_between_checks_stops_once_and_forgets_last_valid() -> None:
+    filt = SafetyFilter()
+    assert run(filt, straight(5.0), ego_state(speed=5.0)).status is SafetyStatus.PASSED
+    back = NOW - 100_000_000
+    ego = ego_state(speed=5.0, stamp_ns=back)
+    result = run(filt, straight(5.0, stamp_ns=back), ego, now_ns=back, perception_ns=back,
+                 instruction_ns=back)
+    assert result.reasons == ("clock_backwards",)
+    assert result.status is SafetyStatus.COMFORTABLE_STOP
+    # the next check on the new clock is judged normally; the old plan is gone
+    nxt = back + 100_000_000
+    ego2 = ego_state(x=0.5, speed=5.0, stamp_ns=nxt)
+    after = run(filt, None, ego2, now_ns=nxt, perception_ns=nxt, instruction_ns=nxt)
+    assert after.status is SafetyStatus.COMFORTABLE_STOP
+    assert after.reasons == ("empty",)
+
+
+def test_frame_mismatch_is_never_silently_accepted() -> None:
+    ego = ego_state(speed=5.0)
+    wrong_traj = run(SafetyFilter(), straight(5.0, frame_id="map"), ego)
+    assert wrong_traj.reasons == ("frame_mismatch",)
+    assert_stop(wrong_traj, SafetyStatus.COMFORTABLE_STOP, ego, CFG.comfort_decel_mps2)
+    # a track in another frame stops even with a valid plan and a valid last plan
+    filt = SafetyFilter()
+    assert run(filt, straight(5.0), ego).status is SafetyStatus.PASSED
+    wrong_track = run(filt, straight(5.0), ego, [car(30.0, 4.0, frame_id="base_link")])
+    assert wrong_track.reasons == ("frame_mismatch",)
+    assert wrong_track.status is SafetyStatus.COMFORTABLE_STOP
+
+
+# -------------------------------------------------------------------------- counters
+
+
+def test_counts_and_report() -> None:
+    filt = SafetyFilter()
+    ego = ego_state(speed=5.0)
+    run(filt, straight(5.0), ego)
+    run(filt, straight(5.0), ego, perception_ns=None)                      # stop
+    run(filt, make_traj([0.0], [[0.0, 0.0]], [0.0], [np.nan]), ego)       # last valid
+    run(filt, straight(10.0), ego_state(speed=10.0),
+        [car(FRONT + 3.0 + CAR_LEN / 2)])                                 # emergency
+    assert filt.counts() == {"checks": 4, "interventions": 3, "passed": 1, "last_valid": 1,
+                             "comfortable_stop": 1, "emergency_stop": 1}
+    report = filt.report()
+    json.dumps(report)
+    assert report["checks"] == 4
+    assert report["interventions"] == 3
+    assert report["status"] == {"passed": 1, "last_valid": 1, "comfortable_stop": 1,
+                                "emergency_stop": 1}
+    assert set(report["reasons"]) == set(REASON_CODES)
+    nonzero = {k: v for k, v in report["reasons"].items() if v}
+    # the emergency case: the new plan collides, the last valid no longer fits the ego
+    assert nonzero == {"stale_perception": 1, "non_finite": 1, "collision": 1,
+                       "collision_unavoidable": 1}
+    assert report["last_intervention"] == {"now_ns": NOW, "status": "emergency_stop",
+                                           "reasons": ["collision", "collision_unavoidable"]}
+    filt.reset()
+    assert filt.counts()["checks"] == 0
+    assert filt.report()["last_intervention"] is None
+
+
+# ---------------------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("max_speed_mps", 0.0), ("max_accel_mps2", -1.0), ("max_decel_mps2", math.nan),
+    ("max_jerk_mps3", math.inf), ("max_curvature_1pm", "0.2"), ("ego_length_m", True),
+    ("margin_m", -0.1), ("min_ttc_s", 0), ("perception_timeout_s", None),
+    ("instruction_required", 1), ("last_valid_max_age_s", -1.0),
+    ("speed_tolerance_mps", math.nan),
+])
+def test_config_errors_name_the_field(field: str, value: Any) -> None:
+    with pytest.raises(ConfigError, match=field):
+        SafetyConfig(**{field: value})
+
+
+def test_config_comfort_decel_must_not_exceed_max_decel() -> None:
+    with pytest.raises(ConfigError, match="comfort_decel_mps2"):
+        SafetyConfig(comfort_decel_mps2=7.0, max_decel_mps2=6.0)
+    assert SafetyConfig(margin_m=0, speed_tolerance_mps=0).margin_m == 0.0
+
+
+# -------------------------------------------------------------------------- property
+
+_wild = st.one_of(st.sampled_from([math.nan, math.inf, -math.inf, 1e300, -1e300, 1e-300, -0.0]),
+                  st.floats(allow_nan=True, allow_infinity=True))
+
+
+def _stamp(draw: st.DrawFn, now: int, allow_none: bool = False) -> Any:
+    """Mostly ``now`` (fresh inputs, so the trajectory checks are reached), else anything
+    from 3 s old to 0.1 s in the future, or missing."""
+    kind = draw(st.integers(0, 9))
+    if kind < 7:
+        return now
+    if kind == 9 and allow_none:
+        return None
+    return now + draw(st.integers(-3 * S, S // 10))
+
+
+@st.composite
+def _scenario(draw: st.DrawFn, now: int) -> dict[str, Any]:
+    h = draw(st.integers(1, 12))
+    dt = draw(st.floats(0.01, 1.0))
+    speed = draw(st.floats(0.0, 30.0))
+    t = np.arange(h) * dt
+    arrays = {"t_s": t, "xy": np.stack([speed * t, 0 * t], 1), "yaw": 0 * t,
+              "speed": np.full(h, speed)}
+    for _ in range(draw(st.integers(0, 3))):  # corrupt a few entries arbitrarily
+        name = draw(st.sampled_from(sorted(arrays)))
+        flat = arrays[name].reshape(-1)
+        flat[draw(st.integers(0, flat.size - 1))] = draw(
+            st.one_of(_wild, st.floats(-100.0, 100.0)))
+    traj = Trajectory(_stamp(draw, now), draw(st.sampled_from([FRAME] * 9 + ["map"])),
+                      arrays["t_s"], arrays["xy"], arrays["yaw"], arrays["speed"], "fuzz")
+    ego_speed = draw(st.one_of(st.just(speed), st.floats(-40.0, 1e6)))
+    ego = ego_state(draw(st.one_of(st.just(0.0), st.floats(-1e6, 1e6))), 0.0,
+                    draw(st.one_of(st.just(0.0), st.floats(-10.0, 10.0))), ego_speed,
+                    stamp_ns=_stamp(draw, now))
+    tracks = [car(draw(st.floats(-60.0, 60.0)), draw(st.floats(-20.0, 20.0)),
+                  draw(st.floats(-4.0, 4.0)),
+                  draw(st.one_of(st.none(), st.tuples(st.floats(-40.0, 40.0),
+                                                      st.floats(-40.0, 40.0)))),
+                  stamp_ns=_stamp(draw, now),
+                  frame_id=draw(st.sampled_from([FRAME] * 9 + ["map"])), track_id=i)
+              for i in range(draw(st.integers(0, 3)))]
+    return {"traj": traj, "ego": ego, "tracks": tracks,
+            "perception": _stamp(draw, now, allow_none=True),
+            "instruction": _stamp(draw, now, allow_none=True)}
+
+
+@settings(max_examples=200, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(_scenario(NOW), _scenario(NOW + 100_000_000))
+def test_any_input_gives_an_output_inside_the_limits(first: dict[str, Any],
+                                                     second: dict[str, Any]) -> None:
+    filt = SafetyFilter()
+    # the first check may leave a last valid trajectory behind for the second to reuse
+    for now, case in ((NOW, first), (NOW + 100_000_000, second)):
+        result = filt.check(case["traj"], case["ego"], case["tracks"], now,
+                            case["perception"], case["instruction"])
+        assert_within_limits(result, filt.config, case["ego"].frame_id)
+    assert filt.counts()["checks"] == 2
