@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+
+from mm_perception.core.errors import ConfigError
 
 
 def is_real(value: Any) -> bool:
@@ -17,4 +21,25 @@ def is_real(value: Any) -> bool:
         value, bool | np.bool_)
 
 
-__all__ = ["is_real"]
+def check_numbers(config: Any, names: Iterable[str], may_be_zero: Iterable[str] = ()) -> None:
+    """Validate and normalise number fields of a frozen dataclass config in place.
+
+    Each field in ``names`` must be a real number (:func:`is_real`), finite, and ``> 0``
+    (``>= 0`` for the fields in ``may_be_zero``); it is stored back as a Python float (call
+    from ``__post_init__``).
+
+    Raises:
+        ConfigError: naming ``<ClassName>.<field>``, the rule and the value.
+    """
+    cls = type(config).__name__
+    zero_ok = set(may_be_zero)
+    for name in names:
+        value = getattr(config, name)
+        low_ok = is_real(value) and (value >= 0 if name in zero_ok else value > 0)
+        if not (low_ok and math.isfinite(value)):
+            bound = ">= 0" if name in zero_ok else "> 0"
+            raise ConfigError(f"{cls}.{name} must be a finite number {bound}, got {value!r}")
+        object.__setattr__(config, name, float(value))
+
+
+__all__ = ["check_numbers", "is_real"]

@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from mm_perception.core.checks import check_numbers
 from mm_perception.core.errors import ConfigError
 from mm_perception.core.geometry import wrap_angle
 from mm_perception.core.types import EgoState, Track, TrackStatus
@@ -105,6 +106,10 @@ class SafetyConfig:
         last_valid_max_age_s: largest age of a trajectory (planned or re-used), s.
         speed_tolerance_mps: odometry speed noise allowed between the ego's measured speed
             and the trajectory's first speed on top of the acceleration limits, m/s (>= 0).
+        tentative_static: predict tentative tracks as standing still. A tentative track's
+            velocity rests on one or two measurements (a split cluster easily gets 5+ m/s
+            sideways) and predicting it 4 s ahead stops the ego for nothing; it still
+            blocks where it is.
 
     Raises:
         ConfigError: naming the field, for a non-number, a non-finite or non-positive value
@@ -128,24 +133,16 @@ class SafetyConfig:
     max_pose_jump_m: float = 1.0
     last_valid_max_age_s: float = 1.0
     speed_tolerance_mps: float = 0.2
+    tentative_static: bool = True
 
     def __post_init__(self) -> None:
-        may_be_zero = {"margin_m", "speed_tolerance_mps"}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "instruction_required":
-                if not isinstance(value, bool):
-                    raise ConfigError(f"SafetyConfig.instruction_required must be a bool, "
-                                      f"got {value!r}")
-                continue
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"SafetyConfig.{f.name} must be a number, got {value!r}")
-            low_ok = value >= 0 if f.name in may_be_zero else value > 0
-            if not (math.isfinite(value) and low_ok):
-                bound = ">= 0" if f.name in may_be_zero else "> 0"
-                raise ConfigError(f"SafetyConfig.{f.name} must be finite and {bound}, "
-                                  f"got {value!r}")
-            object.__setattr__(self, f.name, float(value))
+        flags = ("instruction_required", "tentative_static")
+        for name in flags:
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"SafetyConfig.{name} must be a bool, got "
+                                  f"{getattr(self, name)!r}")
+        check_numbers(self, [f.name for f in fields(self) if f.name not in flags],
+                      may_be_zero=("margin_m", "speed_tolerance_mps"))
         if self.comfort_decel_mps2 > self.max_decel_mps2:
             raise ConfigError(f"SafetyConfig.comfort_decel_mps2 ({self.comfort_decel_mps2}) "
                               f"must not exceed max_decel_mps2 ({self.max_decel_mps2})")
@@ -190,8 +187,10 @@ class _Obstacles(NamedTuple):
     stamp_ns: list[int]  # (T,) stamps as Python ints (exact differences)
 
 
-def _obstacles(tracks: Sequence[Track], frame_id: str) -> tuple[_Obstacles, bool]:
-    """Arrays of the live tracks in ``frame_id``, and whether every live track was in it."""
+def _obstacles(tracks: Sequence[Track], frame_id: str,
+               tentative_static: bool = False) -> tuple[_Obstacles, bool]:
+    """Arrays of the live tracks in ``frame_id``, and whether every live track was in it
+    (``tentative_static``: tentative tracks get zero velocity)."""
     rows = []
     frames_ok = True
     for track in tracks:
@@ -201,7 +200,11 @@ def _obstacles(tracks: Sequence[Track], frame_id: str) -> tuple[_Obstacles, bool
         if obj.box.frame_id != frame_id:
             frames_ok = False  # never guess a transform: the caller must fix the frames
             continue
-        vel = (0.0, 0.0) if obj.velocity is None else (obj.velocity[0], obj.velocity[1])
+        velocity = obj.velocity
+        if velocity is None or (tentative_static and track.status is TrackStatus.TENTATIVE):
+            vel = (0.0, 0.0)
+        else:
+            vel = (velocity[0], velocity[1])
         rows.append((obj.box.center[0], obj.box.center[1], vel[0], vel[1], obj.box.yaw,
                      obj.box.size[0] / 2, obj.box.size[1] / 2, obj.stamp_ns))
     arr = np.array([r[:7] for r in rows], dtype=np.float64).reshape(-1, 7)
@@ -259,6 +262,7 @@ class SafetyFilter:
     def reset(self) -> None:
         """Forget the last valid trajectory, the previous clock value and all counters."""
         self._last_valid: Trajectory | None = None
+        self._executing: tuple[Trajectory, SafetyStatus] | None = None
         self._last_now_ns: int | None = None
         self._checks = 0
         self._status_counts: Counter[SafetyStatus] = Counter()
@@ -289,6 +293,55 @@ class SafetyFilter:
             result = self._decide(trajectory, ego, tracks, now_ns, perception_stamp_ns,
                                   instruction_stamp_ns)
         self._count(result, now_ns)
+        self._executing = (result.trajectory, result.status)
+        return result
+
+    def monitor(self, ego: EgoState, tracks: Sequence[Track], now_ns: int,
+                perception_stamp_ns: int | None,
+                instruction_stamp_ns: int | None) -> SafetyResult | None:
+        """Between two planner outputs: re-check what is being executed against newer inputs.
+
+        The trajectory is the last one :meth:`check` (or this method) returned. Only the
+        input freshness and the predicted collisions of its part still ahead are checked:
+        its kinematics were checked when it was returned, and re-checking them against the
+        ego's state now would only measure the controller's tracking lag. Call it at the
+        perception rate so that an obstacle appearing between two plans is reacted to
+        without waiting for the planner.
+
+        Args:
+            ego / tracks / now_ns / perception_stamp_ns / instruction_stamp_ns: as for
+                :meth:`check`.
+
+        Returns:
+            None when the executed trajectory is still safe (nothing counted, nothing to
+            change), or the stop to execute instead (counted as an intervention). An
+            emergency stop in progress is never replaced: nothing brakes harder.
+        """
+        if self._executing is None:
+            return None
+        current, status = self._executing
+        if status is SafetyStatus.EMERGENCY_STOP:
+            return None
+        with np.errstate(all="ignore"):
+            obstacles, frames_ok = _obstacles(tracks, ego.frame_id, self.config.tentative_static)
+            reasons = self._input_reasons(ego, now_ns, perception_stamp_ns,
+                                          instruction_stamp_ns)
+            if not frames_ok:
+                reasons.append("frame_mismatch")
+            if not reasons:
+                tail = current.tail_from(now_ns)
+                if tail is None or not self._collides(tail, obstacles, now_ns):
+                    self._last_now_ns = now_ns
+                    return None
+                reasons = ["collision"]
+            if status is SafetyStatus.COMFORTABLE_STOP and reasons != ["collision"]:
+                # already stopping for stale inputs: starting a new stop changes nothing
+                self._last_now_ns = now_ns
+                return None
+            self._last_valid = None  # it is no longer safe to fall back to
+            result = self._stop(ego, obstacles, now_ns, reasons)
+        self._count(result, now_ns)
+        self._executing = (result.trajectory, result.status)
         return result
 
     def counts(self) -> dict[str, int]:
@@ -316,7 +369,7 @@ class SafetyFilter:
     def _decide(self, trajectory: Trajectory | None, ego: EgoState, tracks: Sequence[Track],
                 now_ns: int, perception_stamp_ns: int | None,
                 instruction_stamp_ns: int | None) -> SafetyResult:
-        obstacles, frames_ok = _obstacles(tracks, ego.frame_id)
+        obstacles, frames_ok = _obstacles(tracks, ego.frame_id, self.config.tentative_static)
         input_reasons = self._input_reasons(ego, now_ns, perception_stamp_ns,
                                             instruction_stamp_ns)
         if not frames_ok:

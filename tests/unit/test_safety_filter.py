@@ -354,6 +354,16 @@ def test_moving_objects_are_predicted_into_the_path() -> None:
     # prediction starts at the track's own stamp: measured 1 s ago, it is already past
     passed = car(10.0, -5.0, yaw=math.pi / 2, velocity=(0.0, 10.0), stamp_ns=NOW - S)
     assert run(SafetyFilter(), traj, ego, [passed]).reasons == ()
+    # a tentative track's velocity is not trusted: it blocks where it stands, not where a
+    # one-measurement velocity would take it ...
+    unsure = car(10.0, -10.0, yaw=math.pi / 2, velocity=(0.0, 5.0),
+                 status=TrackStatus.TENTATIVE)
+    assert run(SafetyFilter(), traj, ego, [unsure]).reasons == ()
+    assert run(SafetyFilter(), traj, ego, [car(20.0, status=TrackStatus.TENTATIVE)]
+               ).reasons == ("collision",)
+    # ... unless configured otherwise
+    trusting = SafetyFilter(SafetyConfig(tentative_static=False))
+    assert run(trusting, traj, ego, [unsure]).reasons == ("collision",)
 
 
 def test_car_in_the_adjacent_lane_and_deleted_tracks_do_not_block() -> None:
@@ -610,3 +620,52 @@ def test_any_input_gives_an_output_inside_the_limits(first: dict[str, Any],
                             case["perception"], case["instruction"])
         assert_within_limits(result, filt.config, case["ego"].frame_id)
     assert filt.counts()["checks"] == 2
+
+
+# ------------------------------------------------------------------ monitor (between plans)
+
+def test_monitor_keeps_a_safe_trajectory_and_counts_nothing() -> None:
+    filt = SafetyFilter()
+    assert filt.monitor(ego_state(speed=5.0), [], NOW, NOW, NOW) is None  # nothing executed
+    run(filt, straight(5.0, 5.0), ego_state(speed=5.0))
+    later = NOW + S // 10
+    # the ego lags its reference (kinematic checks against it would fail): not re-checked
+    ego = ego_state(x=0.3, speed=3.0, stamp_ns=later)
+    assert filt.monitor(ego, [car(0.5, 5.0)], later, later, later) is None
+    assert filt.counts()["checks"] == 1
+
+
+def test_monitor_stops_for_an_obstacle_that_appeared_after_the_plan() -> None:
+    filt = SafetyFilter()
+    run(filt, straight(5.0, 5.0), ego_state(speed=5.0))
+    later = NOW + S // 10
+    ego = ego_state(x=0.5, speed=5.0, stamp_ns=later)
+    stop = filt.monitor(ego, [car(20.0, stamp_ns=later)], later, later, later)
+    assert stop is not None and stop.reasons == ("collision",)
+    assert_stop(stop, SafetyStatus.COMFORTABLE_STOP, ego, CFG.comfort_decel_mps2)
+    assert filt.counts()["interventions"] == 1
+    # the car comes closer: the comfortable stop now collides, the monitor brakes harder
+    ego2 = ego_state(x=1.0, speed=4.6, stamp_ns=later + S // 10)
+    harder = filt.monitor(ego2, [car(8.0, stamp_ns=later + S // 10)], later + S // 10,
+                          later + S // 10, later + S // 10)
+    assert harder is not None and harder.status is SafetyStatus.EMERGENCY_STOP
+    # nothing brakes harder than an emergency stop: it is never replaced
+    assert filt.monitor(ego2, [car(6.0, stamp_ns=later + S // 5)], later + S // 5,
+                        later + S // 5, later + S // 5) is None
+    assert filt.counts()["interventions"] == 2
+    # and the stopped trajectory is not reused as the last valid one
+    assert run(filt, None, ego2, now_ns=later + S // 5, perception_ns=later + S // 5,
+               instruction_ns=later + S // 5).status is not SafetyStatus.LAST_VALID
+
+
+def test_monitor_stops_when_perception_goes_stale_once() -> None:
+    filt = SafetyFilter()
+    run(filt, straight(5.0, 5.0), ego_state(speed=5.0))
+    now = NOW + S  # perception last at NOW: 1 s old
+    ego = ego_state(x=5.0, speed=5.0, stamp_ns=now)
+    stop = filt.monitor(ego, [], now, NOW, now)
+    assert stop is not None and stop.reasons == ("stale_perception",)
+    assert stop.status is SafetyStatus.COMFORTABLE_STOP
+    # already stopping for it: no new intervention per perception tick
+    assert filt.monitor(ego, [], now + S // 10, NOW, now + S // 10) is None
+    assert filt.counts()["interventions"] == 1
