@@ -9,12 +9,17 @@ Sub-commands::
                              [--storage mcap|sqlite3|ros1] [--lidar-layout L] [--compressed]
     mm-perception sim --scenario NAME --seed S --duration SEC --rig RIG.yaml --out BAG
     mm-perception sim dataset --scenes N [--scenarios ...] --out DIR
+    mm-perception sim demos [--suite NAME] [--seeds S ...] [--jobs N] --out DIR
     mm-perception eval --bag BAG [--bag BAG ...] --rig RIG.yaml
                        [--level data output lidar radar camera feature] --out DIR
                        [--bev-weights DIR] [--bev-attention-weights DIR]
                        [--bev-backend onnxruntime|torch]
     mm-perception train camera [...]   (see mm_perception/detection/camera/train.py)
     mm-perception train bev [...]      (see mm_perception/fusion/feature_level/train.py)
+    mm-perception train vla [...]      (see mm_perception/planning/vla/train.py)
+    mm-perception drive [--suite NAME] --seeds S [S ...] [--split train|heldout]
+                        [--planner expert rules vla vla-no-language vlm] [--vla-weights DIR]
+                        [--jobs N] --out DIR
     mm-perception run --config config/<platform>.yaml [--bag BAG] [--rate R] [--summary F]
     mm-perception record --topics T [T ...] --out BAG [--idle-timeout S] [--max-duration S]
     mm-perception demo [--out DIR]
@@ -287,6 +292,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
             scenario = make(0)
             print(f"{name:<14} {len(scenario.agents):>3} agents  {scenario.description}")
         return 0
+    if getattr(args, "sim_command", None) == "demos":
+        from mm_perception.planning import demos
+
+        return int(demos.run(args))
     rig = Rig.from_yaml(args.rig)
     if getattr(args, "sim_command", None) == "dataset":
         return _sim_dataset(args, rig)
@@ -436,6 +445,14 @@ def cmd_train(args: argparse.Namespace) -> int:
                                          description="Train the camera 2D detector.")
         camera_train.add_arguments(parser)
         return int(camera_train.run(parser.parse_args(args.options)))
+    if args.model == "vla":
+        from mm_perception.planning.vla import train as vla_train
+
+        parser = argparse.ArgumentParser(prog="mm-perception train vla",
+                                         description="Train the VLA planner by imitation of "
+                                                     "expert demonstrations.")
+        vla_train.add_arguments(parser)
+        return int(vla_train.run(parser.parse_args(args.options)))
     if args.model == "bev":
         from mm_perception.fusion.feature_level import train as bev_train
 
@@ -528,6 +545,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--platform", choices=["vehicle", "robot"], default="vehicle",
                    help="random scenes for this platform (match the rig)")
 
+    d = sim_sub.add_parser("demos", help="expert demonstrations of an instruction suite, "
+                                         "driven in closed loop, for training the VLA planner")
+    from mm_perception.planning import demos as _demos
+
+    _demos.add_arguments(d)
+
     p = sub.add_parser("eval", help="run detectors, fusion and tracking on simulated bags and "
                                     "score them against the ground truth")
     p.add_argument("--bag", action="append", required=True,
@@ -564,6 +587,19 @@ def build_parser() -> argparse.ArgumentParser:
                                          "simulator data", add_help=False)
     t.add_argument("options", nargs=argparse.REMAINDER)
     t.set_defaults(func=cmd_train)
+
+    t = train_sub.add_parser("vla", help="the vision-language-action planner, by imitation of "
+                                         "expert demonstrations", add_help=False)
+    t.add_argument("options", nargs=argparse.REMAINDER)
+    t.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("drive", help="run an instruction suite in closed loop in the simulator "
+                                     "and compare planners (success, collisions, safety "
+                                     "interventions, comfort)")
+    from mm_perception.planning import drive as _drive
+
+    _drive.add_arguments(p)
+    p.set_defaults(func=lambda a: _drive.run(a))
 
     p = sub.add_parser("run", help="start a platform graph in-process (lifecycle nodes, each "
                                    "with its worker thread, on one executor), optionally "

@@ -1,0 +1,161 @@
+"""The privileged expert: solves every task of the instruction suite with ground truth.
+
+The expert is the demonstrator a learned policy imitates and the upper bound of the suite. It
+reads what no deployed planner has: the episode's task, route and target actor
+(:class:`~mm_perception.planning.suite.Episode`) and ``observation.ground_truth`` (every
+simulated agent), never ``observation.objects``. It drives the last path of the episode's
+route (a lane, a junction movement, the target lane of a lane change, the shoulder) with
+:func:`~mm_perception.planning.lane_follow.lane_trajectory`, whose offset blend makes the
+lateral transition of a lane change or a pull-over smooth, at the task's speed and with the
+task's stop point.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mm_perception.core.checks import check_numbers
+from mm_perception.core.errors import ConfigError
+from mm_perception.planning.instructions import TaskKind
+from mm_perception.planning.lane_follow import LaneFollowConfig, lane_trajectory
+from mm_perception.planning.observation import (
+    ChunkSpec,
+    PlannerObservation,
+    ego_pose2,
+    to_base,
+)
+from mm_perception.planning.sim_bridge import path_points
+from mm_perception.planning.suite import Episode
+from mm_perception.planning.trajectory import Trajectory
+from mm_perception.sim.scenario import LaneFollow
+
+
+@dataclass(frozen=True)
+class ExpertConfig:
+    """Settings of the expert.
+
+    Attributes:
+        cruise_speed_mps: speed of every task without a speed of its own, m/s.
+        stop_gap_m: stop_behind: bumper gap left to the target, m (inside the success range
+            of 1-12 m).
+        path_behind_m / path_ahead_m: the part of the route path handed to the path follower,
+            around the ego's projection, m.
+        path_step_m: its point spacing, m.
+        end_margin_m: the ego's front stops this far before the end of the route path, m.
+        route_clearance_m: lane-following agents whose path stays farther than this from
+            every path of the route are ignored, m.
+        lane_follow: path-following limits.
+        spec: the chunk time grid.
+    """
+
+    cruise_speed_mps: float = 9.0
+    stop_gap_m: float = 4.0
+    path_behind_m: float = 5.0
+    path_ahead_m: float = 100.0
+    path_step_m: float = 1.0
+    end_margin_m: float = 2.0
+    route_clearance_m: float = 3.0
+    lane_follow: LaneFollowConfig = field(default_factory=LaneFollowConfig)
+    spec: ChunkSpec = field(default_factory=ChunkSpec)
+
+    def __post_init__(self) -> None:
+        check_numbers(self, ("cruise_speed_mps", "stop_gap_m", "path_behind_m",
+                             "path_ahead_m", "path_step_m", "end_margin_m",
+                             "route_clearance_m"))
+        if self.cruise_speed_mps > self.lane_follow.max_speed_mps:
+            raise ConfigError(f"ExpertConfig.cruise_speed_mps ({self.cruise_speed_mps}) is above "
+                              f"lane_follow.max_speed_mps ({self.lane_follow.max_speed_mps})")
+
+
+class ExpertPlanner:
+    """The privileged expert of one episode (implements the ``Planner`` protocol).
+
+    Args:
+        episode: the episode it solves (task, route, target, layout).
+        config: settings (default :class:`ExpertConfig`).
+    """
+
+    name = "expert"
+
+    def __init__(self, episode: Episode, config: ExpertConfig | None = None) -> None:
+        self.episode = episode
+        self.config = config if config is not None else ExpertConfig()
+        self._path = episode.scenario.layout.path(episode.route[-1], "route")
+        self._ignored = _agents_off_route(episode, self.config.route_clearance_m)
+
+    def reset(self) -> None:
+        """Stateless: nothing to forget."""
+
+    def plan(self, observation: PlannerObservation) -> Trajectory:
+        """The chunk for ``observation`` (world frame, stamped at the observation).
+
+        Raises:
+            ValueError: the observation has no ground truth (not from the simulator).
+        """
+        if observation.ground_truth is None:
+            raise ValueError("the expert needs observation.ground_truth (simulator only)")
+        cfg = self.config
+        x, y, _ = ego_pose2(observation.ego)
+        s_ego, _ = self._path.closest(x, y)
+        grid = s_ego + np.arange(-cfg.path_behind_m, cfg.path_ahead_m + 1e-9, cfg.path_step_m)
+        path_base = to_base(observation.ego, path_points(self._path, grid))
+        task = self.episode.task
+        speed = cfg.cruise_speed_mps
+        stop_at: float | None = None
+        if task.kind is TaskKind.FOLLOW_SPEED:
+            speed = float(task.speed_mps or 0.0)
+        elif task.kind is TaskKind.STOP_BEHIND:
+            stop_at = self._stop_behind(observation, s_ego)
+        elif task.kind is TaskKind.PULL_OVER:
+            assert self.episode.goal_s is not None
+            stop_at = max(self.episode.goal_s - s_ego, 0.0)
+        # the paved area ends with the path (a junction's exit arm): stop before its end
+        end = self._path.length - s_ego - cfg.lane_follow.ego_length_m / 2 - cfg.end_margin_m
+        stop_at = max(end, 0.0) if stop_at is None else max(min(stop_at, end), 0.0)
+        # privileged: agents whose own path never comes near the route cannot be in the way
+        # (a constant-velocity prediction of a turning car would cross half the junction)
+        obstacles = [o for o in observation.ground_truth if o.object_id not in self._ignored]
+        return lane_trajectory(observation, path_base, speed, stop_at_m=stop_at,
+                               obstacles=obstacles, config=cfg.lane_follow,
+                               spec=cfg.spec, source=self.name)
+
+    def _stop_behind(self, obs: PlannerObservation, s_ego: float) -> float | None:
+        """Arc length from the ego at which base_link stops, stop_gap_m behind the target."""
+        assert obs.ground_truth is not None
+        target = next((o for o in obs.ground_truth
+                       if o.object_id == self.episode.target_actor_id), None)
+        if target is None:
+            return None  # not in the scene (cannot happen in the suite): just drive on
+        x0, y0, yaw = ego_pose2(obs.ego)
+        c, s = math.cos(yaw), math.sin(yaw)
+        tx = x0 + c * target.xy[0] - s * target.xy[1]
+        ty = y0 + s * target.xy[0] + c * target.xy[1]
+        s_target, _ = self._path.closest(tx, ty)
+        ego_half = self.config.lane_follow.ego_length_m / 2
+        stop = (s_target - float(target.size[0]) / 2) - self.config.stop_gap_m - ego_half
+        return max(stop - s_ego, 0.0)
+
+
+def _agents_off_route(episode: Episode, clearance_m: float) -> frozenset[int]:
+    """Ids of the lane-following agents whose path never comes within ``clearance_m`` of
+    any path of the episode's route (sampled every metre)."""
+    layout = episode.scenario.layout
+    route = np.vstack([path_points(layout.path(n), np.arange(0.0, layout.path(n).length, 1.0))
+                       for n in episode.route])
+    out = set()
+    for agent in episode.scenario.agents:
+        b = agent.behaviour
+        if not isinstance(b, LaneFollow):
+            continue  # parked and crossing agents are always considered
+        path = layout.path(b.path)
+        pts = path_points(path, np.arange(0.0, path.length, 1.0))
+        d = np.hypot(route[:, None, 0] - pts[None, :, 0], route[:, None, 1] - pts[None, :, 1])
+        if float(d.min()) > clearance_m:
+            out.add(agent.actor_id)
+    return frozenset(out)
+
+
+__all__ = ["ExpertConfig", "ExpertPlanner"]

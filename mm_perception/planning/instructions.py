@@ -1,0 +1,267 @@
+"""Driving tasks and their natural-language instructions (templated paraphrases).
+
+A :class:`Task` is what the ego must do in one episode of the instruction-following suite
+(:mod:`mm_perception.planning.suite`); :func:`render_instruction` writes it as a sentence.
+Every task kind has a fixed list of wordings, split deterministically into TRAIN phrasings
+(the only ones a learned policy ever sees in training) and HELD-OUT phrasings (used to test
+whether it understood the instruction rather than memorised a sentence). Speeds are written
+in km/h by some templates and in m/s by others; the named colours of :data:`COLOURS` are the
+ones the suite paints vehicles with, so a colour word always names an unambiguous paint.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import numpy as np
+
+from mm_perception.core.errors import ConfigError
+
+
+class TaskKind(str, enum.Enum):
+    """What the instruction asks for."""
+
+    FOLLOW_SPEED = "follow_speed"
+    STOP_BEHIND = "stop_behind"
+    TURN_LEFT = "turn_left"
+    TURN_RIGHT = "turn_right"
+    GO_STRAIGHT = "go_straight"
+    YIELD_PEDESTRIANS = "yield_pedestrians"
+    PULL_OVER = "pull_over"
+    CHANGE_LANE_LEFT = "change_lane_left"
+    CHANGE_LANE_RIGHT = "change_lane_right"
+
+
+#: named paint colours, RGB in [0, 1] (well apart from each other and from the asphalt grey)
+COLOURS: Mapping[str, tuple[float, float, float]] = MappingProxyType({
+    "red": (0.80, 0.07, 0.06),
+    "blue": (0.08, 0.20, 0.75),
+    "white": (0.93, 0.93, 0.93),
+    "yellow": (0.92, 0.78, 0.08),
+    "green": (0.10, 0.55, 0.18),
+    "black": (0.05, 0.05, 0.06),
+})
+
+#: vehicle classes a stop_behind instruction can name (the simulator's vehicle classes)
+TARGET_CLASSES: tuple[str, ...] = ("car", "truck", "bus")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task of the suite.
+
+    Attributes:
+        kind: what to do.
+        speed_mps: target speed, m/s (follow_speed only, > 0).
+        target_colour: a key of :data:`COLOURS` (stop_behind only).
+        target_class: one of :data:`TARGET_CLASSES` (stop_behind only).
+
+    Raises:
+        ConfigError: a missing or stray parameter for the kind, or a bad value.
+    """
+
+    kind: TaskKind
+    speed_mps: float | None = None
+    target_colour: str | None = None
+    target_class: str | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            kind = TaskKind(self.kind)
+        except ValueError:
+            raise ConfigError(f"Task.kind must be one of {[k.value for k in TaskKind]}, got "
+                              f"{self.kind!r}") from None
+        object.__setattr__(self, "kind", kind)
+        if kind is TaskKind.FOLLOW_SPEED:
+            v = self.speed_mps
+            if isinstance(v, bool) or not isinstance(v, int | float) or not (
+                    math.isfinite(v) and 0.0 < v <= 30.0):
+                raise ConfigError(f"Task.speed_mps must be in (0, 30] m/s for follow_speed, "
+                                  f"got {v!r}")
+            object.__setattr__(self, "speed_mps", float(v))
+        elif self.speed_mps is not None:
+            raise ConfigError(f"Task.speed_mps is only for follow_speed, got {self.speed_mps!r} "
+                              f"for {kind.value}")
+        if kind is TaskKind.STOP_BEHIND:
+            if self.target_colour not in COLOURS:
+                raise ConfigError(f"Task.target_colour must be one of {list(COLOURS)}, got "
+                                  f"{self.target_colour!r}")
+            if self.target_class not in TARGET_CLASSES:
+                raise ConfigError(f"Task.target_class must be one of {list(TARGET_CLASSES)}, "
+                                  f"got {self.target_class!r}")
+        elif self.target_colour is not None or self.target_class is not None:
+            raise ConfigError(f"Task.target_colour / target_class are only for stop_behind, "
+                              f"got {self.target_colour!r} / {self.target_class!r} for "
+                              f"{kind.value}")
+
+
+# Placeholders: {kmh} (integer km/h), {mps} (m/s, up to one decimal), {colour}, {cls}.
+# The last two wordings of every list are HELD-OUT (see HELDOUT_PER_KIND).
+_TEMPLATES: Mapping[TaskKind, tuple[str, ...]] = MappingProxyType({
+    TaskKind.FOLLOW_SPEED: (
+        "drive at {kmh} km/h",
+        "keep your speed at {mps} m/s",
+        "hold {kmh} kilometres per hour in this lane",
+        "go {mps} metres per second",
+        "cruise at {kmh} km/h and stay in lane",
+        "maintain a speed of {mps} m/s",
+        "stay in your lane at about {kmh} km per hour",
+        "adjust to {mps} m/s and keep going",
+    ),
+    TaskKind.STOP_BEHIND: (
+        "stop behind the {colour} {cls}",
+        "pull up behind the {colour} {cls}",
+        "halt just behind the {colour} {cls}",
+        "come to a stop behind the {colour} {cls}",
+        "park the car behind the {colour} {cls}",
+        "stop right after you reach the {colour} {cls}",
+        "bring us to a halt a few metres short of the {colour} {cls}",
+        "wait behind the parked {colour} {cls}",
+    ),
+    TaskKind.TURN_LEFT: (
+        "turn left at the intersection",
+        "take the next left",
+        "go left at the junction",
+        "make a left turn up ahead",
+        "turn left",
+        "at the crossing, head left",
+        "hang a left at the next junction",
+        "take a left when you reach the crossroads",
+    ),
+    TaskKind.TURN_RIGHT: (
+        "turn right at the intersection",
+        "take the next right",
+        "go right at the junction",
+        "make a right turn up ahead",
+        "turn right",
+        "at the crossing, head right",
+        "hang a right at the next junction",
+        "take a right when you reach the crossroads",
+    ),
+    TaskKind.GO_STRAIGHT: (
+        "go straight through the intersection",
+        "continue straight ahead",
+        "drive straight on at the junction",
+        "keep going straight",
+        "don't turn, cross the junction straight",
+        "head straight across",
+        "carry straight on over the crossroads",
+        "no turns at the junction, just go straight",
+    ),
+    TaskKind.YIELD_PEDESTRIANS: (
+        "yield to the pedestrians",
+        "let the pedestrians cross first",
+        "give way to people on the crosswalk",
+        "watch out for pedestrians and let them pass",
+        "stop for anyone crossing, then continue",
+        "be careful, people are crossing ahead",
+        "wait for the walkers at the zebra crossing before you drive on",
+        "make sure the people crossing get across before you continue",
+    ),
+    TaskKind.PULL_OVER: (
+        "pull over",
+        "pull over to the side of the road",
+        "stop on the shoulder",
+        "park on the hard shoulder",
+        "move to the shoulder and stop",
+        "pull onto the shoulder and wait there",
+        "get off the lane and stop at the roadside",
+        "find a spot at the edge of the road and come to a stop",
+    ),
+    TaskKind.CHANGE_LANE_LEFT: (
+        "change to the left lane",
+        "move over one lane to the left",
+        "switch into the left lane",
+        "merge left",
+        "change lanes to the left",
+        "get into the left lane",
+        "shift across to the lane on your left",
+        "move into the lane beside us on the left",
+    ),
+    TaskKind.CHANGE_LANE_RIGHT: (
+        "change to the right lane",
+        "move over one lane to the right",
+        "switch into the right lane",
+        "merge right",
+        "change lanes to the right",
+        "get into the right lane",
+        "shift across to the lane on your right",
+        "move into the lane beside us on the right",
+    ),
+})
+
+#: number of held-out wordings per kind (the last ones of each list)
+HELDOUT_PER_KIND = 2
+
+SPLITS = ("train", "heldout")
+
+
+def check_kind_split(kind: TaskKind | str, split: str) -> TaskKind:
+    """``kind`` as a :class:`TaskKind`, after checking it and ``split``.
+
+    Raises:
+        ConfigError: unknown kind or split (the message lists the allowed ones).
+    """
+    try:
+        k = TaskKind(kind)
+    except ValueError:
+        raise ConfigError(f"unknown task kind {kind!r} (allowed: "
+                          f"{', '.join(t.value for t in TaskKind)})") from None
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
+    return k
+
+
+def phrasings(kind: TaskKind | str, split: str = "train") -> tuple[str, ...]:
+    """The templates of ``kind`` in ``split`` (``train`` or ``heldout``), in a fixed order.
+
+    Raises:
+        ConfigError: unknown kind or split.
+    """
+    k = check_kind_split(kind, split)
+    templates = _TEMPLATES[k]
+    return templates[:-HELDOUT_PER_KIND] if split == "train" else templates[-HELDOUT_PER_KIND:]
+
+
+def _speed_text(speed_mps: float) -> tuple[str, str]:
+    """``(km/h, m/s)`` texts of a speed: whole km/h, m/s with at most one decimal."""
+    kmh = f"{round(speed_mps * 3.6):d}"
+    mps = f"{round(speed_mps, 1):g}"
+    return kmh, mps
+
+
+def render_instruction(task: Task, rng_or_index: np.random.Generator | int,
+                       split: str = "train") -> str:
+    """``task`` written with one wording of ``split``.
+
+    Args:
+        task: the task.
+        rng_or_index: a generator (draws the wording uniformly) or an index (wording
+            ``index % count``, for enumerating every wording).
+        split: ``train`` or ``heldout``.
+
+    Returns:
+        The instruction sentence (lower case, no final full stop).
+
+    Raises:
+        ConfigError: unknown split; TypeError for a bad ``rng_or_index``.
+    """
+    templates = phrasings(task.kind, split)
+    if isinstance(rng_or_index, np.random.Generator):
+        idx = int(rng_or_index.integers(len(templates)))
+    elif isinstance(rng_or_index, int | np.integer) and not isinstance(rng_or_index, bool):
+        idx = int(rng_or_index) % len(templates)
+    else:
+        raise TypeError(f"rng_or_index must be a numpy Generator or an int, got "
+                        f"{type(rng_or_index).__name__}")
+    kmh, mps = _speed_text(task.speed_mps) if task.speed_mps is not None else ("", "")
+    return templates[idx].format(kmh=kmh, mps=mps, colour=task.target_colour or "",
+                                 cls=task.target_class or "")
+
+
+__all__ = ["COLOURS", "HELDOUT_PER_KIND", "SPLITS", "TARGET_CLASSES", "Task", "TaskKind",
+           "phrasings", "render_instruction"]
