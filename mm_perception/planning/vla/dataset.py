@@ -1,0 +1,216 @@
+"""Demonstrations for imitation learning: what the expert did, as the policy's features.
+
+A demonstration folder holds:
+
+- ``features.json``: :meth:`VLAConfig.feature_dict` of the config the features were made
+  with (image size, object / lane layout, scales, chunk grid, text model). Training refuses
+  a model config that does not agree.
+- one compressed ``.npz`` shard per episode (:meth:`DemoWriter.end_episode`), ``K``
+  samples each: the compact processor features (:data:`FEATURE_NAMES`; ``image`` as
+  ``(K, 3, H, W)`` uint8, normalised when loaded; the others ``(K, ...)`` float32),
+  ``targets`` ``(K, H, 3)`` float32 (expert waypoints x, y in ``base_link``, m, and speeds,
+  m/s), ``instruction`` ``(K,)`` str, ``stamp_ns`` ``(K,)`` int64 and ``meta`` ``(K,)`` str
+  (one JSON object per sample: episode name, kind, seed, step, whatever the recorder
+  passes). Re-recording an episode of the same name replaces its shard.
+- ``text_embeddings.npz``: the text encoder's cache of the instructions (made on first
+  load, see :class:`~mm_perception.planning.vla.text.TextEncoder`).
+
+:class:`DemoDataset` loads a folder into memory (images stay uint8 until a batch is made) and
+serves samples / batches as torch tensors, the sentence embedding of each instruction
+computed once per unique string.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch.utils.data import Dataset
+
+from mm_perception.core.errors import ConfigError
+from mm_perception.planning.observation import PlannerObservation
+from mm_perception.planning.trajectory import Trajectory
+from mm_perception.planning.vla.config import NO_LANGUAGE_INSTRUCTION, VLAConfig
+from mm_perception.planning.vla.processor import FEATURE_NAMES, VLAProcessor
+from mm_perception.planning.vla.text import TextEncoder
+
+FEATURES_FILE = "features.json"
+TEXT_CACHE_FILE = "text_embeddings.npz"
+_NAME_RE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def _check_features(folder: Path, config: VLAConfig) -> None:
+    """Write ``features.json`` in a new folder, or check that it matches ``config``."""
+    file = folder / FEATURES_FILE
+    want = config.feature_dict()
+    if not file.is_file():
+        file.write_text(json.dumps(want, indent=2) + "\n", encoding="utf-8")
+        return
+    try:
+        have = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read {file}: {exc}") from exc
+    if have != want:
+        diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+        raise ConfigError(f"{file}: the demonstrations were made with other features than "
+                          f"this config (differing: {diff}); record them again or use their "
+                          f"config")
+
+
+class DemoWriter:
+    """Records demonstrations into ``out_dir`` (module docstring), one shard per episode.
+
+    Args:
+        out_dir: the folder (created; an existing one must have the same features).
+        config: the policy config whose processor makes the features.
+    """
+
+    def __init__(self, out_dir: str | Path, config: VLAConfig) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        _check_features(self.out_dir, config)
+        self.processor = VLAProcessor(config)
+        self._rows: list[dict[str, Any]] = []
+        self._episodes = 0
+        self.shards: list[Path] = []
+
+    @property
+    def pending(self) -> int:
+        """Samples added since the last :meth:`end_episode`."""
+        return len(self._rows)
+
+    def add(self, obs: PlannerObservation, expert: Trajectory, meta: Mapping[str, Any]) -> None:
+        """Add one sample: the observation's features, the expert's chunk as targets, the
+        instruction and ``meta`` (JSON-serialisable; ``episode`` names the shard).
+
+        Raises:
+            ValueError: the expert trajectory gives no finite targets, or ``meta`` is not
+                JSON-serialisable.
+        """
+        try:
+            meta_json = json.dumps(dict(meta), sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"demonstration meta must be JSON-serialisable: {exc}") from exc
+        row: dict[str, Any] = dict(self.processor.compact_features(obs))
+        row["targets"] = self.processor.targets(obs.ego, expert)
+        row["instruction"] = obs.instruction
+        row["stamp_ns"] = obs.stamp_ns
+        row["meta"] = meta_json
+        row["episode"] = meta.get("episode")
+        self._rows.append(row)
+
+    def end_episode(self) -> Path | None:
+        """Write the pending samples as one shard; returns its path (None if none)."""
+        if not self._rows:
+            return None
+        rows, self._rows = self._rows, []
+        self._episodes += 1
+        episode = rows[0]["episode"]
+        name = (_NAME_RE.sub("_", str(episode)).strip("._") if episode is not None else ""
+                ) or f"episode_{self._episodes:05d}"
+        arrays: dict[str, np.ndarray] = {k: np.stack([r[k] for r in rows])
+                                         for k in (*FEATURE_NAMES, "targets")}
+        arrays["instruction"] = np.asarray([r["instruction"] for r in rows], dtype=np.str_)
+        arrays["meta"] = np.asarray([r["meta"] for r in rows], dtype=np.str_)
+        arrays["stamp_ns"] = np.asarray([r["stamp_ns"] for r in rows], dtype=np.int64)
+        path = self.out_dir / f"{name}.npz"
+        tmp = self.out_dir / f".{name}.tmp.npz"
+        np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
+        os.replace(tmp, path)  # a crash mid-write never leaves a truncated shard
+        self.shards.append(path)
+        return path
+
+
+def find_shards(data_dir: str | Path) -> list[Path]:
+    """The shards of a demonstration folder, sorted by name."""
+    folder = Path(data_dir)
+    return sorted(p for p in folder.glob("*.npz")
+                  if p.name != TEXT_CACHE_FILE and not p.name.startswith("."))
+
+
+class DemoDataset(Dataset[dict[str, torch.Tensor]]):
+    """A demonstration folder in memory.
+
+    Args:
+        data_dir: the folder.
+        config: the model config (its :meth:`~VLAConfig.feature_dict` must match the
+            folder's; its image normalisation is applied when batches are made).
+        text_encoder: encodes the instructions (default: one caching to the folder's
+            ``text_embeddings.npz``).
+        language: False replaces every instruction by :data:`NO_LANGUAGE_INSTRUCTION` (the
+            "no language" ablation is trained like this).
+
+    Attributes:
+        episodes: shard names; ``episode_index`` ``(N,)`` int64 which one each sample is from.
+        instructions: the instruction of each sample (after the ``language`` switch).
+        meta: the recorder's meta of each sample.
+
+    Raises:
+        ConfigError: no shards, other features, or a malformed shard.
+    """
+
+    def __init__(self, data_dir: str | Path, config: VLAConfig,
+                 text_encoder: TextEncoder | None = None, language: bool = True) -> None:
+        folder = Path(data_dir)
+        if not (folder / FEATURES_FILE).is_file():
+            raise ConfigError(f"{folder} is not a VLA demonstration folder (no {FEATURES_FILE})")
+        _check_features(folder, config)
+        paths = find_shards(folder)
+        if not paths:
+            raise ConfigError(f"no demonstration shards (*.npz) in {folder}")
+        self.config = config
+        self.processor = VLAProcessor(config)
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in (*FEATURE_NAMES, "targets")}
+        instructions: list[str] = []
+        self.meta: list[dict[str, Any]] = []
+        episode_index: list[np.ndarray] = []
+        self.episodes = [p.stem for p in paths]
+        for e, path in enumerate(paths):
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    for k in parts:
+                        parts[k].append(np.asarray(data[k]))
+                    instructions += [str(s) for s in data["instruction"]]
+                    self.meta += [json.loads(str(m)) for m in data["meta"]]
+                    episode_index.append(np.full(len(data["targets"]), e, np.int64))
+            except (OSError, KeyError, ValueError) as exc:
+                raise ConfigError(f"malformed demonstration shard {path}: {exc}") from exc
+        self._data = {k: np.concatenate(v) for k, v in parts.items()}
+        self.episode_index: npt.NDArray[np.int64] = np.concatenate(episode_index)
+        self.instructions = (instructions if language
+                             else [NO_LANGUAGE_INSTRUCTION] * len(instructions))
+        encoder = text_encoder or TextEncoder(cache_file=folder / TEXT_CACHE_FILE)
+        unique = list(dict.fromkeys(self.instructions))
+        lookup = {t: i for i, t in enumerate(unique)}
+        self._text = encoder.encode_many(unique)
+        self._text_index = np.asarray([lookup[t] for t in self.instructions], np.int64)
+
+    def __len__(self) -> int:
+        return int(self._data["targets"].shape[0])
+
+    def batch(self, indices: Sequence[int] | npt.NDArray[np.int64]) -> dict[str, torch.Tensor]:
+        """Samples ``indices`` as a batch: every network input (:data:`INPUT_NAMES`, with a
+        leading batch dimension) and ``targets`` ``(B, H, 3)``, float32 tensors."""
+        idx = np.asarray(indices, np.int64)
+        compact = {k: self._data[k][idx] for k in FEATURE_NAMES}
+        feats = self.processor.expand(compact)
+        out = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feats.items()}
+        out["text"] = torch.from_numpy(np.ascontiguousarray(self._text[self._text_index[idx]]))
+        out["targets"] = torch.from_numpy(np.ascontiguousarray(self._data["targets"][idx]))
+        return out
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        """One sample (no batch dimension)."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"sample {index} out of range ({len(self)} samples)")
+        return {k: v[0] for k, v in self.batch([index % len(self)]).items()}
+
+
+__all__ = ["FEATURES_FILE", "TEXT_CACHE_FILE", "DemoDataset", "DemoWriter", "find_shards"]

@@ -1,0 +1,247 @@
+"""The VLA policy network: scene + language tokens, cross-modal attention, action queries.
+
+The LLM-based fusion pattern, small enough for a CPU:
+
+- **Modality encoders** make tokens of width ``d_model``: a 4-stage stride-2 CNN turns the
+  camera image into a ``(H / 16) x (W / 16)`` grid of patch tokens (+ learned position
+  embeddings); an MLP per object token; an MLP per lane token (its ``P`` points flattened)
+  + a learned embedding of its role; an MLP of the ego features (one token). Every group
+  gets a learned modality embedding.
+- **Connector**: a linear map of the 384-d sentence embedding to ``language_tokens`` tokens
+  (+ their position embeddings), the way a VLM projects a frozen encoder into its LLM.
+- **Encoder**: pre-LayerNorm transformer blocks of self-attention over all the tokens, with
+  a key mask: image tokens without a camera, padding object slots and missing lanes are
+  never attended to (their scores get ``-1e9``: exactly zero weight after the softmax), and
+  their inputs are replaced by zeros first so that even NaNs there cannot leak through a
+  ``0 * NaN``. The ego and language tokens are always present, so no row is all masked.
+- **Action decoder**: ``H`` learned action queries (one per waypoint) with self-attention,
+  cross-attention to the encoded tokens (same key mask) and an MLP; the **action head**
+  maps each query to 3 numbers.
+- **Output** ``(B, H, 3)`` float32 in physical units, waypoint x, y (m, ``base_link``) and
+  speed (m/s): a constant-speed prior (straight ahead at the current forward speed) plus the
+  head's residual times the config's target scales. The head starts at zero, so an
+  untrained network drives straight on at its speed; training learns the deviation.
+
+Attention is written out (matmul + softmax) instead of ``nn.MultiheadAttention`` so that
+the exported graph is plain ONNX ops with no fast-path variants, the same in torch, ONNX
+Runtime and TensorRT. Every input is a plain tensor with a leading batch dimension (see
+:data:`~mm_perception.planning.vla.processor.INPUT_NAMES`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F  # noqa: N812 (torch's own convention)
+from torch import nn
+
+from mm_perception.planning.vla.config import EGO_FEATURES, OBJECT_FEATURES, VLAConfig
+
+#: additive attention score of a masked key: exp underflows to exactly 0 in float32
+MASKED_SCORE = -1e9
+#: modality embeddings, in this order
+_MODALITIES = ("image", "objects", "lanes", "ego", "language")
+
+
+class Attention(nn.Module):
+    """Multi-head attention of ``x`` ``(B, T, d)`` over ``memory`` ``(B, S, d)`` with an
+    additive key bias ``(B, 1, 1, S)`` (0 or :data:`MASKED_SCORE`) or None."""
+
+    def __init__(self, d_model: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.head_dim = d_model // heads
+        self.q = nn.Linear(d_model, d_model)
+        self.kv = nn.Linear(d_model, 2 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor,
+                key_bias: torch.Tensor | None) -> torch.Tensor:
+        b, t, d = x.shape
+        s = memory.shape[1]
+        q = self.q(x).reshape(b, t, self.heads, self.head_dim).transpose(1, 2)
+        kv = self.kv(memory).reshape(b, s, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        scores = torch.matmul(q, kv[0].transpose(-1, -2)) * (1.0 / math.sqrt(self.head_dim))
+        if key_bias is not None:
+            scores = scores + key_bias
+        weights = self.drop(torch.softmax(scores, dim=-1))
+        y = torch.matmul(weights, kv[1]).transpose(1, 2).reshape(b, t, d)
+        return self.out(y)
+
+
+def _mlp(d_in: int, d_hidden: int, d_out: int, dropout: float = 0.0) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Dropout(dropout),
+                         nn.Linear(d_hidden, d_out))
+
+
+class EncoderBlock(nn.Module):
+    """Pre-LN self-attention + MLP."""
+
+    def __init__(self, config: VLAConfig) -> None:
+        super().__init__()
+        d = config.d_model
+        self.norm1 = nn.LayerNorm(d)
+        self.attn = Attention(d, config.heads, config.dropout)
+        self.norm2 = nn.LayerNorm(d)
+        self.mlp = _mlp(d, d * config.ff_mult, d, config.dropout)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x)
+        x = x + self.drop(self.attn(h, h, key_bias))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class DecoderBlock(nn.Module):
+    """Pre-LN self-attention of the action queries, cross-attention to the tokens, MLP."""
+
+    def __init__(self, config: VLAConfig) -> None:
+        super().__init__()
+        d = config.d_model
+        self.norm1 = nn.LayerNorm(d)
+        self.self_attn = Attention(d, config.heads, config.dropout)
+        self.norm2 = nn.LayerNorm(d)
+        self.cross_attn = Attention(d, config.heads, config.dropout)
+        self.norm3 = nn.LayerNorm(d)
+        self.mlp = _mlp(d, d * config.ff_mult, d, config.dropout)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, q: torch.Tensor, memory: torch.Tensor, key_bias: torch.Tensor,
+                ) -> torch.Tensor:
+        h = self.norm1(q)
+        q = q + self.drop(self.self_attn(h, h, None))
+        q = q + self.drop(self.cross_attn(self.norm2(q), memory, key_bias))
+        return q + self.drop(self.mlp(self.norm3(q)))
+
+
+class ImageEncoder(nn.Module):
+    """``(B, 3, H, W)`` -> ``(B, (H / 16) * (W / 16), d_model)`` patch tokens."""
+
+    def __init__(self, config: VLAConfig) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 3
+        for c in config.image_channels:
+            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GELU()]
+            c_in = c
+        self.cnn = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(c_in, config.d_model, 1)
+        rows, cols = config.image_grid
+        self.pos = nn.Parameter(torch.zeros(rows * cols, config.d_model))
+        nn.init.normal_(self.pos, std=0.02)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        f = self.proj(self.cnn(image))                      # (B, d, rows, cols)
+        return f.flatten(2).transpose(1, 2) + self.pos      # (B, rows * cols, d)
+
+
+class VLAPolicyNet(nn.Module):
+    """The policy network (module docstring).
+
+    ``forward(image (B, 3, H, W), image_mask (B, 1), objects (B, N, 21), objects_mask
+    (B, N), lanes (B, R, P, 2), lanes_mask (B, R), ego (B, 3), text (B, 384))`` -> ``(B, H,
+    3)`` float32 waypoint x, y (m, ``base_link``) and speed (m/s); every input float32,
+    masks 0 / 1.
+    """
+
+    def __init__(self, config: VLAConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.image = ImageEncoder(config)
+        self.objects = _mlp(OBJECT_FEATURES, d, d)
+        self.lanes = _mlp(config.lane_points * 2, d, d)
+        self.lane_role = nn.Parameter(torch.zeros(config.num_lanes, d))
+        self.ego = _mlp(EGO_FEATURES, d, d)
+        self.connector = nn.Linear(config.text_dim, config.language_tokens * d)
+        self.language_pos = nn.Parameter(torch.zeros(config.language_tokens, d))
+        self.modality = nn.Parameter(torch.zeros(len(_MODALITIES), d))
+        self.token_norm = nn.LayerNorm(d)
+        self.encoder = nn.ModuleList(EncoderBlock(config) for _ in range(config.encoder_layers))
+        self.memory_norm = nn.LayerNorm(d)
+        self.queries = nn.Parameter(torch.zeros(config.horizon, d))
+        self.decoder = nn.ModuleList(DecoderBlock(config) for _ in range(config.decoder_layers))
+        self.head_norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, 3)
+        for p in (self.lane_role, self.language_pos, self.modality, self.queries):
+            nn.init.normal_(p, std=0.02)
+        # the residual starts at zero: an untrained policy is the constant-speed prior
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.times_s: torch.Tensor
+        self.register_buffer("times_s", torch.tensor(config.chunk.times_s, dtype=torch.float32),
+                             persistent=False)
+        self.out_scale: torch.Tensor
+        self.register_buffer("out_scale", torch.tensor(
+            [config.target_xy_scale_m, config.target_xy_scale_m, config.target_speed_scale_mps],
+            dtype=torch.float32), persistent=False)
+
+    def prior(self, ego: torch.Tensor) -> torch.Tensor:
+        """``(B, H, 3)`` constant-speed prior: straight ahead at the current forward speed
+        (never backwards)."""
+        v0 = (ego[:, 0] * self.config.velocity_scale_mps).clamp(min=0.0).unsqueeze(1)  # (B, 1)
+        x = v0 * self.times_s                                                          # (B, H)
+        return torch.stack([x, torch.zeros_like(x), v0.expand_as(x)], dim=-1)
+
+    def forward(self, image: torch.Tensor, image_mask: torch.Tensor, objects: torch.Tensor,
+                objects_mask: torch.Tensor, lanes: torch.Tensor, lanes_mask: torch.Tensor,
+                ego: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        b = ego.shape[0]
+        cam = image_mask.reshape(b, 1, 1, 1) > 0.5
+        obj_on = objects_mask > 0.5
+        lane_on = lanes_mask > 0.5
+        # masked inputs become zeros before any layer (a NaN times a 0 weight is still NaN)
+        image = torch.where(cam, image, torch.zeros_like(image))
+        objects = torch.where(obj_on.unsqueeze(-1), objects, torch.zeros_like(objects))
+        lanes = torch.where(lane_on.reshape(b, -1, 1, 1), lanes, torch.zeros_like(lanes))
+
+        img_tok = self.image(image) + self.modality[0]
+        obj_tok = self.objects(objects) + self.modality[1]
+        lane_tok = self.lanes(lanes.flatten(2)) + self.lane_role + self.modality[2]
+        ego_tok = self.ego(ego).unsqueeze(1) + self.modality[3]
+        lang = self.connector(text).reshape(b, self.config.language_tokens, -1)
+        lang_tok = lang + self.language_pos + self.modality[4]
+        tokens = self.token_norm(torch.cat([img_tok, obj_tok, lane_tok, ego_tok, lang_tok],
+                                           dim=1))
+
+        n_img = img_tok.shape[1]
+        keep = torch.cat([
+            cam.reshape(b, 1).expand(b, n_img), obj_on, lane_on,
+            torch.ones(b, 1 + self.config.language_tokens, dtype=torch.bool,
+                       device=ego.device)], dim=1)
+        key_bias = torch.where(keep, torch.zeros_like(keep, dtype=tokens.dtype),
+                               torch.full_like(keep, MASKED_SCORE, dtype=tokens.dtype))
+        key_bias = key_bias.reshape(b, 1, 1, -1)
+
+        x = tokens
+        for block in self.encoder:
+            x = block(x, key_bias)
+        memory = self.memory_norm(x)
+        q = self.queries.unsqueeze(0).expand(b, -1, -1)
+        for dec in self.decoder:
+            q = dec(q, memory, key_bias)
+        residual = self.head(self.head_norm(q)) * self.out_scale
+        return self.prior(ego) + residual
+
+
+def parameter_count(net: nn.Module) -> int:
+    """Number of parameters."""
+    return sum(p.numel() for p in net.parameters())
+
+
+def normalised_error(net: VLAPolicyNet, pred: torch.Tensor, target: torch.Tensor,
+                     ) -> torch.Tensor:
+    """``(pred - target) / target scales``: ``(B, H, 3)``, the quantity the loss penalises
+    (x, y in units of ``target_xy_scale_m``, speed in ``target_speed_scale_mps``)."""
+    return (pred - target) / net.out_scale
+
+
+def huber(x: torch.Tensor, delta: float) -> torch.Tensor:
+    """Elementwise Huber loss of a residual (quadratic below ``delta``, linear above)."""
+    return F.huber_loss(x, torch.zeros_like(x), reduction="none", delta=delta)
+
+
+__all__ = ["MASKED_SCORE", "Attention", "DecoderBlock", "EncoderBlock", "ImageEncoder",
+           "VLAPolicyNet", "huber", "normalised_error", "parameter_count"]

@@ -1,0 +1,298 @@
+"""VLA policy: demonstrations on disk, imitation training (loss, crash + resume), the CLI
+trainer, and the trained planner (torch and ONNX Runtime, the no-language switch).
+
+The demonstrations are synthetic: the expert drives an arc whose curvature the instruction
+decides ("turn left" / "turn right" / "go straight"), so language matters. Tiny config, one
+torch thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from mm_perception.core.errors import ConfigError
+from mm_perception.core.geometry import SE3
+from mm_perception.core.types import EgoState
+from mm_perception.planning.observation import (
+    LanePolyline,
+    Planner,
+    PlannerObservation,
+    SceneObject,
+    to_world,
+)
+from mm_perception.planning.trajectory import Trajectory
+from mm_perception.planning.vla import train as train_mod
+from mm_perception.planning.vla.config import NO_LANGUAGE_INSTRUCTION, VLAConfig
+from mm_perception.planning.vla.dataset import (
+    FEATURES_FILE,
+    TEXT_CACHE_FILE,
+    DemoDataset,
+    DemoWriter,
+    find_shards,
+)
+from mm_perception.planning.vla.export import PARITY_ATOL
+from mm_perception.planning.vla.policy import load_vla
+from mm_perception.planning.vla.processor import INPUT_NAMES, VLAProcessor
+from mm_perception.planning.vla.text import TextEncoder
+from mm_perception.runtime import RuntimeConfig
+
+torch.set_num_threads(1)
+
+CFG = VLAConfig(d_model=32, heads=2, encoder_layers=1, decoder_layers=1, ff_mult=2,
+                image_height=32, image_width=48, image_channels=(4, 4, 8, 8), max_objects=4,
+                language_tokens=2, dropout=0.1)
+CURVATURE = {"turn left": 0.06, "turn right": -0.06, "go straight": 0.0}
+EPISODES = [(0, "turn left"), (1, "turn right"), (2, "go straight"), (3, "turn left"),
+            (4, "turn right"), (5, "go straight")]
+STEPS = 12
+
+
+def _observation(rng: np.random.Generator, instruction: str, step: int,
+                 ) -> tuple[PlannerObservation, Trajectory]:
+    v = float(rng.uniform(3.0, 9.0))
+    x, y = rng.uniform(-50, 50, 2)
+    pose = SE3.from_xy_yaw(float(x), float(y), float(rng.uniform(-math.pi, math.pi)))
+    ego = EgoState(stamp_ns=10**9 * (step + 1), frame_id="map", child_frame_id="base_link",
+                   pose=pose,
+                   linear_velocity=np.array([v, 0.0, 0.0]))
+    t = np.linspace(0.0, 4.4, 23)
+    k = CURVATURE[instruction]
+    s = v * t
+    base = (np.stack([s, np.zeros_like(s)], axis=1) if k == 0.0 else
+            np.stack([np.sin(k * s) / k, (1.0 - np.cos(k * s)) / k], axis=1))
+    yaw0 = math.atan2(ego.pose.rotation[1, 0], ego.pose.rotation[0, 0])
+    expert = Trajectory(stamp_ns=ego.stamp_ns, frame_id="map", t_s=t, xy=to_world(ego, base),
+                        yaw=yaw0 + k * s, speed=np.full(t.shape, v), source="expert")
+    objects = tuple(SceneObject(object_id=i, label="car", xy=rng.uniform(-30, 30, 2), yaw=0.0,
+                                size=np.array([4.5, 1.9, 1.5]), velocity=np.zeros(2))
+                    for i in range(int(rng.integers(0, 6))))
+    image = (rng.integers(0, 255, (40, 60, 3), dtype=np.uint8) if step % 3 else None)
+    lane = LanePolyline("ego", np.stack([np.linspace(-5, 40, 10), np.zeros(10)], axis=1))
+    obs = PlannerObservation(stamp_ns=ego.stamp_ns, ego=ego, instruction=instruction,
+                             instruction_stamp_ns=0, image=image, objects=objects,
+                             lanes=(lane,))
+    return obs, expert
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demos")
+    writer = DemoWriter(out, CFG)
+    for seed, instruction in EPISODES:
+        rng = np.random.default_rng(seed)
+        for step in range(STEPS):
+            obs, expert = _observation(rng, instruction, step)
+            writer.add(obs, expert, {"episode": f"ep{seed}/{instruction}", "kind": instruction,
+                                     "seed": seed, "step": step})
+        writer.end_episode()
+    return out
+
+
+@pytest.fixture(scope="module")
+def encoder(demo_dir: Path) -> TextEncoder:
+    # caching into the folder's file: later loaders of the folder need no network
+    return TextEncoder(cache_file=demo_dir / TEXT_CACHE_FILE)
+
+
+@pytest.fixture(scope="module")
+def trained(demo_dir: Path, encoder: TextEncoder, tmp_path_factory: pytest.TempPathFactory,
+            ) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("vla")
+    log = train_mod.train_vla(CFG, demo_dir, out, **_train_kw(encoder), export=True)
+    return out, log
+
+
+def _train_kw(encoder: TextEncoder) -> dict[str, Any]:
+    return {"epochs": 6, "batch_size": 8, "lr": 3e-3, "seed": 7, "val_fraction": 0.34,
+            "warmup_steps": 2, "progress": False, "text_encoder": encoder, "command": "test"}
+
+
+# ---------------------------------------------------------------------------- dataset
+def test_demonstrations_round_trip(demo_dir: Path, encoder: TextEncoder) -> None:
+    shards = find_shards(demo_dir)
+    assert [p.name for p in shards] == sorted(f"ep{s}_{i.replace(' ', '_')}.npz"
+                                              for s, i in EPISODES)
+    data = DemoDataset(demo_dir, CFG, text_encoder=encoder)
+    assert len(data) == len(EPISODES) * STEPS
+    assert data.meta[0]["kind"] == data.instructions[0]
+    batch = data.batch([0, 1, 2, 13])
+    proc = VLAProcessor(CFG)
+    for name, shape in proc.feature_shapes().items():
+        assert tuple(batch[name].shape) == (4, *shape) and batch[name].dtype == torch.float32
+    assert tuple(batch["targets"].shape) == (4, CFG.horizon, 3)
+    # the stored sample reproduces the processor's features of the same observation
+    rng = np.random.default_rng(EPISODES[0][0])
+    obs, expert = _observation(rng, EPISODES[0][1], 0)
+    obs, expert = _observation(rng, EPISODES[0][1], 1)  # step 1 (has a camera image)
+    feats = proc.features(obs)
+    for name, value in feats.items():
+        np.testing.assert_allclose(batch[name][1].numpy(), value, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(batch["targets"][1].numpy(), proc.targets(obs.ego, expert))
+    np.testing.assert_array_equal(batch["text"][1].numpy(), encoder.encode(obs.instruction))
+    assert batch["image"][0].abs().sum() == 0  # step 0 had no camera
+    sample = data[1]
+    assert tuple(sample["image"].shape) == (3, CFG.image_height, CFG.image_width)
+    ablation = DemoDataset(demo_dir, CFG, text_encoder=encoder, language=False)
+    assert set(ablation.instructions) == {NO_LANGUAGE_INSTRUCTION}
+
+
+def test_demonstrations_refuse_other_features(demo_dir: Path, encoder: TextEncoder) -> None:
+    other = replace(CFG, max_objects=8)
+    with pytest.raises(ConfigError, match="max_objects"):
+        DemoDataset(demo_dir, other, text_encoder=encoder)
+    with pytest.raises(ConfigError, match="max_objects"):
+        DemoWriter(demo_dir, other)
+    # the architecture is not a feature: another width trains on the same data
+    assert replace(CFG, d_model=64).feature_dict() == json.loads(
+        (demo_dir / FEATURES_FILE).read_text())
+
+
+def test_split_is_by_episode() -> None:
+    ep = np.repeat(np.arange(6), 4)
+    train, val = train_mod.split_indices(ep, 0.34, seed=1)
+    assert len(set(ep[train]) & set(ep[val])) == 0 and len(set(ep[val])) == 2
+    assert len(train) + len(val) == len(ep)
+    one = np.zeros(10, np.int64)
+    train, val = train_mod.split_indices(one, 0.2, seed=1)
+    assert val.tolist() == [8, 9]
+    assert len(train_mod.split_indices(ep, 0.0, 1)[1]) == 0
+    with pytest.raises(ConfigError):
+        train_mod.split_indices(ep, 1.0, 1)
+
+
+# ---------------------------------------------------------------------------- training
+def test_training_lowers_the_loss_and_writes_the_weights(trained: tuple[Path, dict[str, Any]],
+                                                         ) -> None:
+    out, log = trained
+    for name in ("vla.pt", "config.json", "vla.onnx", "train_log.json", "checkpoint.pt"):
+        assert (out / name).is_file(), name
+    epochs = log["epochs"]
+    assert len(epochs) == 6 and log["stopped_early"] is False
+    # 36 steps on 48 samples: the loss falls (generalising needs more episodes than a
+    # unit test should simulate)
+    assert epochs[-1]["train_loss"] < 0.8 * epochs[0]["train_loss"]
+    assert {"loss", "ade_m", "fde_m", "speed_mae_mps"} <= set(epochs[-1]["val"])
+    assert log["best_epoch"] == 1 + int(np.argmin([e["val"]["loss"] for e in epochs]))
+    saved = json.loads((out / "train_log.json").read_text())
+    assert saved["command"] == "test" and saved["train_samples"] == 4 * STEPS
+    assert VLAConfig.load(out / "config.json") == CFG
+
+
+def test_a_crashed_run_resumes_where_the_checkpoint_is(
+        demo_dir: Path, encoder: TextEncoder, trained: tuple[Path, dict[str, Any]],
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_save = torch.save
+    saves = {"n": 0}
+
+    def crash_after_two_checkpoints(obj: Any, f: Any, *a: Any, **k: Any) -> None:
+        real_save(obj, f, *a, **k)
+        if Path(str(f)).name == train_mod.CHECKPOINT_FILE:
+            saves["n"] += 1
+            if saves["n"] == 2:
+                raise KeyboardInterrupt("simulated crash after epoch 2")
+
+    monkeypatch.setattr(torch, "save", crash_after_two_checkpoints)
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.train_vla(CFG, demo_dir, tmp_path, **_train_kw(encoder), export=False)
+    monkeypatch.setattr(torch, "save", real_save)
+    log = train_mod.train_vla(CFG, demo_dir, tmp_path, **_train_kw(encoder), export=False,
+                              resume=True)
+    assert log["resumed_at"] == [2] and [e["epoch"] for e in log["epochs"]] == [1, 2, 3, 4, 5, 6]
+    # the same batches, noise and dropout as the uninterrupted run: the same network
+    ref = torch.load(trained[0] / train_mod.CHECKPOINT_FILE, weights_only=False)["net"]
+    got = torch.load(tmp_path / train_mod.CHECKPOINT_FILE, weights_only=False)["net"]
+    for name, value in ref.items():
+        torch.testing.assert_close(got[name], value, rtol=1e-5, atol=1e-6, msg=name)
+    with pytest.raises(ConfigError, match="another config"):
+        train_mod.train_vla(replace(CFG, d_model=64), demo_dir, tmp_path,
+                            **_train_kw(encoder), export=False, resume=True)
+
+
+def test_max_minutes_stops_and_bad_arguments_are_refused(demo_dir: Path, encoder: TextEncoder,
+                                                         tmp_path: Path) -> None:
+    log = train_mod.train_vla(CFG, demo_dir, tmp_path, **{**_train_kw(encoder),
+                                                          "max_minutes": 1e-9}, export=False)
+    assert log["stopped_early"] is True
+    with pytest.raises(ConfigError, match="epochs"):
+        train_mod.train_vla(CFG, demo_dir, tmp_path, **{**_train_kw(encoder), "epochs": 0})
+
+
+def test_cli_trains_the_no_language_ablation(demo_dir: Path, encoder: TextEncoder,
+                                             tmp_path: Path) -> None:
+    CFG.save(tmp_path / "tiny.yaml")
+    parser = argparse.ArgumentParser()
+    train_mod.add_arguments(parser)
+    args = parser.parse_args(["--data", str(demo_dir), "--out", str(tmp_path / "w"),
+                              "--config", str(tmp_path / "tiny.yaml"), "--no-language",
+                              "--epochs", "1", "--threads", "1", "--no-export",
+                              "--no-progress"])
+    assert train_mod.run(args) == 0
+    assert VLAConfig.load(tmp_path / "w" / "config.json").language is False
+    log = json.loads((tmp_path / "w" / "train_log.json").read_text())
+    assert log["instructions"] == 1
+    planner = load_vla(tmp_path / "w", text_encoder=encoder)
+    assert planner.language is False and planner.name == "vla-no-language"
+
+
+# ---------------------------------------------------------------------------- planner
+def test_planner_plans_in_the_world_frame(trained: tuple[Path, dict[str, Any]],
+                                          encoder: TextEncoder) -> None:
+    out, _ = trained
+    planner = load_vla(out, text_encoder=encoder)
+    assert isinstance(planner, Planner) and planner.name == "vla"
+    obs, _ = _observation(np.random.default_rng(99), "turn left", 4)
+    traj = planner.plan(obs)
+    assert traj.is_finite() and traj.is_time_valid()
+    assert traj.stamp_ns == obs.stamp_ns and traj.frame_id == obs.ego.frame_id
+    assert len(traj) == CFG.horizon + 1 and traj.source == "vla"
+    np.testing.assert_allclose(traj.xy[0], obs.ego.pose.translation[:2])
+    assert planner.last_instruction == "turn left"
+    right = planner.plan(replace(obs, instruction="turn right"))
+    assert np.abs(right.xy - traj.xy).max() > 1e-3  # the instruction changes the plan
+    ort = load_vla(out, RuntimeConfig(backend="onnxruntime"), text_encoder=encoder)
+    np.testing.assert_allclose(ort.plan(obs).xy, traj.xy, atol=PARITY_ATOL)
+    planner.reset()
+    assert planner.last_instruction is None
+
+
+def test_no_language_really_replaces_the_instruction(trained: tuple[Path, dict[str, Any]],
+                                                     encoder: TextEncoder) -> None:
+    out, _ = trained
+    planner = load_vla(out, text_encoder=encoder, language=False)
+    assert planner.name == "vla-no-language"
+    obs, _ = _observation(np.random.default_rng(5), "turn left", 4)
+    left = planner.plan(obs)
+    assert planner.last_instruction == NO_LANGUAGE_INSTRUCTION
+    right = planner.plan(replace(obs, instruction="turn right"))
+    np.testing.assert_array_equal(left.xy, right.xy)
+    # it is exactly the plan of the constant instruction given with language on
+    with_language = load_vla(out, text_encoder=encoder)
+    const = with_language.plan(replace(obs, instruction=NO_LANGUAGE_INSTRUCTION))
+    np.testing.assert_allclose(const.xy, left.xy, atol=1e-9)
+
+
+def test_missing_weights_are_named(tmp_path: Path, encoder: TextEncoder,
+                                   trained: tuple[Path, dict[str, Any]]) -> None:
+    with pytest.raises(FileNotFoundError, match=r"vla\.pt"):
+        load_vla(tmp_path, text_encoder=encoder)
+    (tmp_path / "config.json").write_text((trained[0] / "config.json").read_text())
+    with pytest.raises(FileNotFoundError, match=r"vla\.onnx"):
+        load_vla(tmp_path, RuntimeConfig(backend="onnxruntime"), text_encoder=encoder)
+
+
+def test_input_names_match_the_network_signature() -> None:
+    import inspect
+
+    from mm_perception.planning.vla.model import VLAPolicyNet
+
+    params = list(inspect.signature(VLAPolicyNet.forward).parameters)[1:]
+    assert tuple(params) == INPUT_NAMES
