@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 
@@ -20,3 +22,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "tests/gpu" in str(item.fspath):
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _no_tf32() -> Iterator[None]:
+    """TF32 off in torch for every GPU test, restored after it.
+
+    torch's cuDNN convolutions and cuBLAS matmuls may use TF32 on Ampere+: not a float32
+    reference for the fp32 parity bounds. Saved and restored by hand, not with monkeypatch:
+    ``matmul.allow_tf32`` is a ``__getattr__`` / ``__setattr__`` property of torch's
+    cuBLASModule, which pytest >= 9.2's monkeypatch undoes with a ``delattr`` the object does
+    not support (an error at every teardown).
+    """
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (cudnn.allow_tf32, matmul.allow_tf32)
+    cudnn.allow_tf32 = False
+    matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = saved

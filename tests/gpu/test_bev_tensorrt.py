@@ -51,11 +51,6 @@ TINY_PROFILE = {"lidar_pillars": (0, 200, 256), "radar_pillars": (0, 16, 256),
 TOLERANCE = {"fp32": (PARITY_ATOL, 0.0), "fp16": (5e-2, 5e-2)}
 
 
-@pytest.fixture(autouse=True)
-def _no_tf32(monkeypatch: pytest.MonkeyPatch) -> None:
-    # torch's cuDNN convolutions use TF32 by default on Ampere+: not a float32 reference
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
 
 
 @pytest.fixture(scope="module", params=["lidar+radar", "camera+lidar+radar"])

@@ -29,11 +29,6 @@ PROFILE = {"P": (0, 1000, 20_000), "K": (0, 2, 8)}
 TOLERANCE = {"fp32": (1e-4, 0.0), "fp16": (5e-2, 1e-2)}
 
 
-@pytest.fixture(autouse=True)
-def _no_tf32(monkeypatch: pytest.MonkeyPatch) -> None:
-    # torch's cuDNN convolutions use TF32 by default on Ampere+: not a float32 reference
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
 
 
 @pytest.fixture(scope="module")
