@@ -18,7 +18,11 @@ setup(
                   f"{PACKAGE}.fusion.feature_level": [
                       f"weights/*/{n}" for n in ("bev_fusion.pt", "bev_fusion.onnx",
                                                  "config.json", "processor.json",
-                                                 "train_log.json")]},
+                                                 "train_log.json")],
+                  # the VLA planner's shipped weights (not the training checkpoint)
+                  f"{PACKAGE}.planning.vla": [
+                      f"weights/{n}" for n in ("vla.pt", "vla.onnx", "config.json",
+                                               "train_log.json")]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

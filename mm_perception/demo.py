@@ -16,7 +16,11 @@ Steps, each writing into ``OUT``:
    fusion, tracking, scored against the
    simulator's ground truth (``mm-perception eval``: ``metrics.json``, ``report.md`` /
    ``report.html``, precision-recall curves, bird's-eye views, camera overlays).
-6. ``report.md`` — the above as a readable report.
+6. ``planning/`` — the vision-language-action planner in closed loop: one held-out
+   instruction episode driven by the VLA (shipped weights) and by the privileged expert,
+   through the stack's own perception, the safety filter and the 20 Hz controller
+   (``mm-perception drive``: ``results.json``, ``report.md``, frame strips).
+7. ``report.md`` — the above as a readable report.
 """
 
 from __future__ import annotations
@@ -117,7 +121,7 @@ def run_demo(out: Path, duration_s: float = 6.0, seed: int = 0,
     if bag_path.exists():
         shutil.rmtree(bag_path)  # our own output from an earlier run
     scenario = load_scenario(scenario_name, seed)
-    print(f"[1/5] simulating '{scenario.name}' (seed {seed}, {len(scenario.agents)} agents, "
+    print(f"[1/6] simulating '{scenario.name}' (seed {seed}, {len(scenario.agents)} agents, "
           f"{duration_s} s) with rig {rig_path.name} into {bag_path}")
     sim_summary = record_scenario(scenario, rig, duration_s, bag_path)
     counts = sim_summary.messages
@@ -127,7 +131,7 @@ def run_demo(out: Path, duration_s: float = 6.0, seed: int = 0,
           f"real time)")
     truth = index_by_stamp(load_ground_truth(bag_path))
 
-    print("[2/5] bag info")
+    print("[2/6] bag info")
     with BagSource(bag_path) as bag:
         topics, read_stats = bag.summary(rig)
         info: dict[str, Any] = {
@@ -138,7 +142,7 @@ def run_demo(out: Path, duration_s: float = 6.0, seed: int = 0,
                 "cloud_layouts": bag.cloud_layouts(), "errors": read_stats.errors}
     (out / "info.json").write_text(json.dumps(info, indent=2))
 
-    print("[3/5] offline replay: sync + ego-motion compensation")
+    print("[3/6] offline replay: sync + ego-motion compensation")
     replay = OfflineReplay(rig)
     per_sensor: dict[str, int] = {}
     sets: list[SensorSet] = []
@@ -152,7 +156,7 @@ def run_demo(out: Path, duration_s: float = 6.0, seed: int = 0,
     (out / "replay_summary.json").write_text(json.dumps(summary, indent=2))
     print_offline_summary(summary)
 
-    print("[4/5] alignment figure and report")
+    print("[4/6] alignment figure and report")
     complete = [s for s in sets if s.is_complete]
     figure_stats: dict[str, Any] = {}
     if complete:
@@ -161,7 +165,7 @@ def run_demo(out: Path, duration_s: float = 6.0, seed: int = 0,
         record = truth.get((lidar_name, shown.stamp_ns))
         boxes = [o.box_base for o in record.objects] if record is not None else []
         figure_stats = _alignment_figure(shown, replay.rig, out / "alignment.png", boxes)
-    print("[5/5] perception: detectors, data-, feature- and output-level fusion, tracking, "
+    print("[5/6] perception: detectors, data-, feature- and output-level fusion, tracking, "
           "evaluation")
     from mm_perception.eval.report import LIST_TITLES, write_report
     from mm_perception.eval.runner import EvalRunConfig, run_evaluation
@@ -228,8 +232,40 @@ def run_demo(out: Path, duration_s: float = 6.0, seed: int = 0,
                      f"{_num(row['mean_ap'])} | {_num(row.get('mota'))} | "
                      f"{_num(row.get('track_velocity_error_mps'))} |")
     lines += ["", "![bird's-eye view](eval/bev_0.png)", "", "![camera](eval/camera_0.png)"]
+    print("[6/6] planning: a held-out instruction in closed loop (VLA and expert)")
+    lines += _planning(out / "planning", str(rig_path), out)
     report.write_text("\n".join(lines) + "\n")
     return report
+
+
+def _planning(folder: Path, rig: str, out: Path, kind: str = "turn_left",
+              seed: int = 1000) -> list[str]:
+    """Drive one held-out-phrasing episode with the VLA and the expert; report lines."""
+    from mm_perception.planning.drive import DriveJob, run_job, summarise, write_report
+
+    folder.mkdir(parents=True, exist_ok=True)
+    results = [run_job(DriveJob(planner, kind, seed, "heldout", rig, None, "onnxruntime", None,
+                                2.0, str(folder / "strips")))
+               for planner in ("vla", "expert")]
+    summary = summarise(results)
+    write_report(folder, results, summary, {"suite": "demo", "split": "heldout",
+                                            "seeds": [seed], "rig": rig})
+    (folder / "results.json").write_text(json.dumps({"summary": summary,
+                                                     "episodes": results}, indent=1))
+    lines = ["", "## Planning", "",
+             f"Instruction (a held-out wording): \"{results[0]['instruction']}\". Closed loop in "
+             f"the simulator through the stack's perception, the safety filter and the 20 Hz "
+             f"controller ([planning/report.md](planning/report.md)).", "",
+             "| planner | result | safety interventions / checks | planner time (ms) |",
+             "|---|---|---|---|"]
+    for r in results:
+        verdict = "success" if r["success"] else f"failed ({r['outcome'].get('reason', '')})"
+        lines.append(f"| {r['planner']} | {verdict} | {r['safety']['interventions']} / "
+                     f"{r['safety']['checks']} | {r['timings_ms']['planner_median']:.1f} |")
+        print(f"      {r['planner']:<8} {verdict}")
+    lines += [""] + [f"![{r['planner']}]({Path(r['strip']).relative_to(out)})"
+                     for r in results if r.get("strip")]
+    return lines
 
 
 def _num(value: float | None) -> str:
