@@ -12,7 +12,11 @@ ones the suite paints vehicles with, so a colour word always names an unambiguou
 from __future__ import annotations
 
 import enum
+import functools
 import math
+import re
+import sys
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -263,5 +267,74 @@ def render_instruction(task: Task, rng_or_index: np.random.Generator | int,
                                  cls=task.target_class or "")
 
 
-__all__ = ["COLOURS", "HELDOUT_PER_KIND", "SPLITS", "TARGET_CLASSES", "Task", "TaskKind",
-           "phrasings", "render_instruction"]
+#: longest instruction a planner is given, characters. The VLA's text encoder reads at most
+#: 64 tokens (a few hundred characters of English), so nothing beyond this can change what
+#: it does; and every distinct string becomes a key of the per-string embedding cache, which
+#: must not hold 10 kB keys. The suite's instructions are all under 100 characters.
+MAX_INSTRUCTION_CHARS = 512
+
+#: Unicode categories replaced by a space: control characters (C0, DEL, C1: Cc), invisible
+#: format characters (zero-width spaces / joiners, bidi overrides that can make a string read
+#: differently from what it holds: Cf), lone surrogates (not encodable as UTF-8, so a
+#: tokenizer or a file write would fail on them: Cs) and the line / paragraph separators
+#: (Zl, Zp)
+_CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+@functools.cache
+def _control_pattern() -> re.Pattern[str]:
+    """A regex matching one character of :data:`_CONTROL_CATEGORIES`, built on first use
+    (a scan of every code point, ~0.2 s, not paid at import)."""
+    ranges: list[list[int]] = []
+    for code in range(sys.maxunicode + 1):
+        if unicodedata.category(chr(code)) in _CONTROL_CATEGORIES:
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1][1] = code
+            else:
+                ranges.append([code, code])
+    body = "".join(f"\\U{lo:08x}" if lo == hi else f"\\U{lo:08x}-\\U{hi:08x}"
+                   for lo, hi in ranges)
+    return re.compile(f"[{body}]")
+
+
+def clean_instruction(raw: str | bytes | bytearray | None,
+                      max_chars: int = MAX_INSTRUCTION_CHARS) -> str:
+    """The instruction as a planner may use it: one line of printable text, bounded in size.
+
+    Rules, in this order: ``None`` is ``""``; bytes are decoded as UTF-8 with invalid
+    sequences replaced by U+FFFD (never raises); every control, format, surrogate or
+    line/paragraph-separator character becomes a space; every run of whitespace (any Unicode
+    space, tab, newline) becomes one ASCII space and both ends are stripped; the result is
+    cut to ``max_chars`` characters (and stripped again). Letters, digits, punctuation and
+    symbols of any script are kept as they are; the case is kept. The function is
+    idempotent, and the identity on the suite's instructions.
+
+    Args:
+        raw: the instruction as received (a ROS string, bytes off a wire, or None).
+        max_chars: most characters kept (>= 1); see :data:`MAX_INSTRUCTION_CHARS`.
+
+    Returns:
+        The cleaned instruction ("" when nothing printable is left).
+
+    Raises:
+        TypeError: ``raw`` is not str, bytes, bytearray or None.
+        ValueError: ``max_chars`` is not an integer >= 1.
+    """
+    if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1:
+        raise ValueError(f"max_chars must be an integer >= 1, got {max_chars!r}")
+    if raw is None:
+        return ""
+    if isinstance(raw, bytes | bytearray):
+        text = bytes(raw).decode("utf-8", errors="replace")
+    elif isinstance(raw, str):
+        text = raw
+    else:
+        raise TypeError(f"an instruction must be str, bytes or None, got "
+                        f"{type(raw).__name__}")
+    text = _control_pattern().sub(" ", text)
+    text = " ".join(text.split())  # str.split() splits on every Unicode whitespace
+    return text[:max_chars].rstrip()
+
+
+__all__ = ["COLOURS", "HELDOUT_PER_KIND", "MAX_INSTRUCTION_CHARS", "SPLITS", "TARGET_CLASSES",
+           "Task", "TaskKind", "clean_instruction", "phrasings", "render_instruction"]

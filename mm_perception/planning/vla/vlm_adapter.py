@@ -8,6 +8,14 @@ SmolVLM, PaliGemma, Qwen2-VL, ...) stored in a local folder, asks it for one of 
 trajectory with :func:`~mm_perception.planning.meta_actions.meta_action_trajectory` (the
 expert-style lane follower). The model decides *what* to do; the controller decides *how*.
 
+The instruction is cleaned with
+:func:`~mm_perception.planning.instructions.clean_instruction` before it is put into the
+prompt (bytes decoded, control characters and extra whitespace removed, at most
+:data:`~mm_perception.planning.instructions.MAX_INSTRUCTION_CHARS` characters), so a
+hostile or garbled instruction cannot break the prompt's layout or blow up its length; the
+model's answer only ever selects one of the meta-actions, whose trajectories the lane
+follower builds within its own limits.
+
 Loading is offline (``local_files_only=True``): nothing is downloaded. ``torch`` and
 ``transformers`` are imported when a planner is built, not when this module is imported.
 """
@@ -25,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from mm_perception.core.errors import BackendUnavailableError, ConfigError, ModelLoadError
+from mm_perception.planning.instructions import clean_instruction
 from mm_perception.planning.meta_actions import (
     MetaAction,
     MetaActionConfig,
@@ -255,7 +264,8 @@ class VLMPlanner:
                                       self.config.chunk, source=self.name)
 
     def _action_for(self, obs: PlannerObservation) -> MetaAction:
-        instruction = (obs.instruction, obs.instruction_stamp_ns)
+        said = clean_instruction(obs.instruction)
+        instruction = (said, obs.instruction_stamp_ns)
         if (self._last_action is not None and self._last_query_ns is not None
                 and instruction == self._last_instruction
                 and 0 <= obs.stamp_ns - self._last_query_ns
@@ -277,7 +287,7 @@ class VLMPlanner:
                 self._last_text = None
                 self._last_action = SAFE_DEFAULT_ACTION
                 return SAFE_DEFAULT_ACTION
-        text = self.generate(obs.instruction, image)
+        text = self.generate(said, image)
         self._last_text = text
         parsed = parse_meta_action(text)
         if parsed is None:
@@ -291,7 +301,8 @@ class VLMPlanner:
         """The model's answer to the prompt for ``instruction`` about ``image``.
 
         Args:
-            instruction: the instruction in force ("" = none).
+            instruction: the instruction in force ("" = none); cleaned here again
+                (:func:`clean_instruction` is idempotent), so a direct call is bounded too.
             image: ``(H, W, 3)`` uint8 RGB camera image, or None to ask with text only.
 
         Returns:
@@ -301,7 +312,7 @@ class VLMPlanner:
         from PIL import Image
 
         self._query_count += 1
-        prompt = self.config.prompt(instruction)
+        prompt = self.config.prompt(clean_instruction(instruction))
         processor = self._processor
         if getattr(processor, "chat_template", None):
             content: list[dict[str, str]] = [{"type": "image"}] if image is not None else []
