@@ -332,3 +332,22 @@ def test_text_encoder_onnx_matches_torch(encoder: TextEncoder, tmp_path: Path) -
     got = onnx_enc.encode_many(texts)
     assert np.abs(ref - got).max() <= TEXT_PARITY_ATOL
     assert onnx_enc._module is None  # the torch network was never loaded
+
+
+def test_shipped_weights_load_and_plan_on_both_backends(encoder: TextEncoder) -> None:
+    """The committed weights folder: loads with torch and ONNX Runtime, and both give the
+    same finite chunk for the same observation (within the parity tolerance)."""
+    from mm_perception.planning.drive import DEFAULT_VLA_WEIGHTS
+    from mm_perception.planning.vla.export import PARITY_ATOL
+    from mm_perception.planning.vla.policy import load_vla
+    from mm_perception.runtime.config import RuntimeConfig
+
+    assert (DEFAULT_VLA_WEIGHTS / "vla.pt").stat().st_size < 20 * 2 ** 20
+    image = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    obs = _obs(image=image)
+    plans = [load_vla(DEFAULT_VLA_WEIGHTS, RuntimeConfig(backend=b, intra_op_threads=1),
+                      text_encoder=encoder).plan(obs) for b in ("torch", "onnxruntime")]
+    for plan in plans:
+        assert plan.is_finite() and plan.stamp_ns == obs.stamp_ns
+    np.testing.assert_allclose(plans[0].xy, plans[1].xy, atol=2 * PARITY_ATOL)
+    np.testing.assert_allclose(plans[0].speed, plans[1].speed, atol=PARITY_ATOL)
