@@ -219,8 +219,32 @@ def _path_yaw(xy: F64, start: F64, fallback: float) -> F64:
     return yaw
 
 
+def _arc_yaw(xy: F64, start: F64, yaw0: float, max_curvature: float) -> F64:
+    """Heading at each waypoint of a path made of circular arcs that starts at ``start``
+    with heading ``yaw0``: an arc's chord points along the mean of its end headings, so
+    ``yaw_k = 2 * chord_k - yaw_(k-1)``. The turn of each step is clipped to
+    ``max_curvature * step length``, which bounds the rounding noise of the chords of short
+    (slow) steps; a (near-)zero step keeps the heading."""
+    prev = np.vstack([start[None, :], xy[:-1]])
+    d = xy - prev
+    yaw = np.empty(xy.shape[0])
+    last = yaw0
+    for i, (dx, dy) in enumerate(d):
+        ds = math.hypot(dx, dy)
+        if ds > 1e-6:
+            chord = math.atan2(dy, dx)
+            turn = 2.0 * math.remainder(chord - last, 2.0 * math.pi)
+            limit = max_curvature * ds
+            last = last + min(max(turn, -limit), limit)
+        elif not math.isfinite(ds):
+            last = math.nan
+        yaw[i] = last
+    return yaw
+
+
 def chunk_to_world(ego: EgoState, waypoints_base: npt.ArrayLike, speeds: npt.ArrayLike,
-                   spec: ChunkSpec, source: str) -> Trajectory:
+                   spec: ChunkSpec, source: str,
+                   arc_max_curvature_1pm: float | None = None) -> Trajectory:
     """An ego-frame chunk as a world-frame :class:`Trajectory` stamped at the ego state.
 
     Args:
@@ -231,16 +255,24 @@ def chunk_to_world(ego: EgoState, waypoints_base: npt.ArrayLike, speeds: npt.Arr
             no reversing).
         spec: the chunk's time grid.
         source: planner name written into the trajectory.
+        arc_max_curvature_1pm: None: each waypoint's heading is the direction of the step
+            that reaches it (any path). A number: the waypoints are the ends of circular
+            arcs of at most this curvature starting at the ego's heading (the VLA's
+            kinematic head); the headings are those of the arcs, tangent to the path.
 
     Returns:
-        ``H + 1`` samples: the current pose at ``t = 0`` then the waypoints; headings follow
-        the direction of travel. NaN inputs stay NaN (the safety filter rejects them).
+        ``H + 1`` samples: the current pose at ``t = 0`` then the waypoints. NaN inputs stay
+        NaN (the safety filter rejects them).
     """
     wp = np.asarray(waypoints_base, dtype=np.float64).reshape(spec.steps, 2)
     sp = np.asarray(speeds, dtype=np.float64).reshape(spec.steps)
     x0, y0, yaw0 = ego_pose2(ego)
     xy = np.vstack([[x0, y0], to_world(ego, wp)])
-    yaw = np.concatenate([[yaw0], _path_yaw(xy[1:], xy[0], yaw0)])
+    if arc_max_curvature_1pm is None:
+        path_yaw = _path_yaw(xy[1:], xy[0], yaw0)
+    else:
+        path_yaw = _arc_yaw(xy[1:], xy[0], yaw0, arc_max_curvature_1pm)
+    yaw = np.concatenate([[yaw0], path_yaw])
     speed0 = float(ego.linear_velocity[0])
     speed = np.concatenate([[max(speed0, 0.0)], np.where(np.isnan(sp), sp, np.maximum(sp, 0.0))])
     return Trajectory(stamp_ns=ego.stamp_ns, frame_id=ego.frame_id,

@@ -56,11 +56,13 @@ PLANNER_PROFILE = {"batch": (1, 1, 1)}
 #: torch's), so kernels differ in summation order only (~1e-6 relative on chunks of tens of
 #: metres): the ONNX parity bound PARITY_ATOL (1e-4 m) applies unchanged. fp16: the unit
 #: roundoff 2**-11 ~ 4.9e-4 is paid at every layer of the CNN, token MLPs, attention and
-#: decoder, and the random head (std 0.3 over 32 features, times the 20 m / 10 m/s target
-#: scales) amplifies it into chunks of up to ~80 m; running this very network entirely in
-#: fp16 (CPU emulation, worse than TensorRT, which accumulates in fp32) differs from fp32 by
-#: <= 0.1 m, or <= 1 % + 0.08 m, hence 0.25 m + 1 %: far below a lane width, and the same
-#: decoded plan for a controller that tracks it.
+#: decoder; with the independent-waypoint head the random head (std 0.3 over 32 features,
+#: times the 20 m / 10 m/s target scales) amplified it into chunks of up to ~80 m, and that
+#: network run entirely in fp16 (CPU emulation, worse than TensorRT, which accumulates in
+#: fp32) differed from fp32 by <= 0.1 m, or <= 1 % + 0.08 m, hence 0.25 m + 1 %: far below a
+#: lane width, and the same decoded plan for a controller that tracks it. The default
+#: kinematic head (TINY's) squashes the raw numbers with tanh and integrates bounded
+#: accelerations and curvatures, so its chunks (<= v * 4 s long) are less sensitive still.
 TOLERANCE = {"fp32": (PARITY_ATOL, 0.0), "fp16": (0.25, 1e-2)}
 
 #: text encoder profile: up to 8 instructions of up to 64 tokens (TextEncoder.max_length)

@@ -73,9 +73,11 @@ from mm_perception.runtime import TensorSpec
 
 torch.set_num_threads(1)
 
+# the independent-waypoint head: unlike the kinematic one its raw chunks can leave every
+# limit, the worst case for the safety filter behind it
 TINY = VLAConfig(d_model=32, heads=2, encoder_layers=1, decoder_layers=1, ff_mult=2,
                  image_height=32, image_width=48, image_channels=(4, 4, 8, 8), max_objects=4,
-                 language_tokens=2, dropout=0.0)
+                 language_tokens=2, dropout=0.0, action_head="waypoints")
 T0 = 1_000_000_000_000  # ns
 TICK_NS = 50_000_000    # 20 Hz
 TICKS_PER_PLAN = 8      # a chunk every 0.4 s

@@ -26,6 +26,7 @@ from mm_perception.planning.observation import (
     chunk_to_world,
     world_to_chunk,
 )
+from mm_perception.planning.safety import SafetyFilter, SafetyStatus
 from mm_perception.planning.trajectory import Trajectory
 from mm_perception.planning.vla import text as text_mod
 from mm_perception.planning.vla.config import OBJECT_FEATURES, OBJECT_LABELS, VLAConfig
@@ -105,7 +106,8 @@ def test_config_round_trips_through_json_and_yaml(tmp_path: Path) -> None:
 @pytest.mark.parametrize("bad", [{"d_model": 30, "heads": 4}, {"image_height": 40},
                                  {"dropout": 1.5}, {"max_objects": 0},
                                  {"image_std": (0.2, 0.0, 0.2)}, {"language": "yes"},
-                                 {"target_xy_scale_m": -1.0}])
+                                 {"target_xy_scale_m": -1.0}, {"action_head": "splines"},
+                                 {"head_max_curvature_1pm": 0.0}])
 def test_config_rejects_bad_values(bad: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         VLAConfig(**bad)  # type: ignore[arg-type]
@@ -267,24 +269,102 @@ def test_masked_tokens_do_not_change_the_output() -> None:
     assert (run(other_text) - ref).abs().max() > 1e-4
 
 
+def _saturated_head(net: VLAPolicyNet, seed: int) -> VLAPolicyNet:
+    """Large random head weights: raw outputs far beyond the bounds (the worst a badly
+    trained network can produce)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        net.head.weight.copy_(torch.randn(net.head.weight.shape, generator=g) * 4.0)
+        net.head.bias.copy_(torch.randn(net.head.bias.shape, generator=g) * 2.0)
+    return net.eval()
+
+
+def _chunks_rejected(head: str, seeds: range) -> tuple[int, int, set[str]]:
+    """Decode chunks of a saturated ``head`` network over random scenes and ego speeds
+    (0-14.5 m/s) and hand them to a fresh safety filter with no obstacles: (rejected, total,
+    reasons)."""
+    cfg = replace(TINY, action_head=head)
+    proc = VLAProcessor(cfg)
+    rejected, total, reasons = 0, 0, set()
+    for seed in seeds:
+        net = _saturated_head(VLAPolicyNet(cfg), seed)
+        feeds = _feeds(cfg, 8)
+        speeds = torch.linspace(0.0, 14.5, 8)
+        feeds["ego"][:, 0] = speeds / cfg.velocity_scale_mps
+        with torch.no_grad():
+            out = net(*(feeds[k] for k in INPUT_NAMES)).numpy()
+        for i in range(8):
+            ego = _ego(v=float(speeds[i]))
+            traj = proc.decode(out[i], ego, "vla")
+            filt = SafetyFilter()
+            res = filt.check(traj, ego, [], ego.stamp_ns, ego.stamp_ns, ego.stamp_ns)
+            total += 1
+            if res.status is not SafetyStatus.PASSED:
+                rejected += 1
+                reasons |= set(res.reasons)
+    return rejected, total, reasons
+
+
+def test_kinematic_head_chunks_always_pass_the_safety_filter_limits() -> None:
+    # whatever the raw numbers, the integrated chunk is drivable: within the filter's
+    # speed, acceleration, curvature and lateral-acceleration limits, headings along the
+    # path, spacing equal to the speeds
+    rejected, total, reasons = _chunks_rejected("kinematic", range(6))
+    assert total == 48 and rejected == 0, reasons
+    # the independent-waypoint head does not have that property (why kinematic is default)
+    rejected_wp, _, reasons_wp = _chunks_rejected("waypoints", range(6))
+    assert rejected_wp > total // 2 and reasons_wp & {"over_curvature", "heading_mismatch",
+                                                        "pose_jump", "over_accel"}
+
+
+def test_kinematic_head_integrates_a_constant_arc() -> None:
+    # raw (0, r): constant speed on an arc of curvature K(v) tanh(r): the waypoints lie on
+    # that circle, the distance between them is v dt
+    net = VLAPolicyNet(TINY).eval()
+    v = 5.0
+    ego = torch.tensor([[v / TINY.velocity_scale_mps, 0.0, 0.0]])
+    raw = torch.zeros(1, TINY.horizon, 2)
+    raw[..., 1] = 0.5
+    out = net.integrate(ego, raw)[0].double()
+    k = math.tanh(0.5) / (1.0 / TINY.head_max_curvature_1pm + v * v
+                          / TINY.head_max_lateral_accel_mps2)
+    centre = torch.tensor([0.0, 1.0 / k], dtype=torch.float64)
+    radius = (out[:, :2] - centre).norm(dim=1)
+    # each step is its chord's direction times the arc length (not the chord's length):
+    # off the circle by ~(k ds)^2 / 24 of a step, a few millimetres on this 27 m radius
+    torch.testing.assert_close(radius, torch.full_like(radius, 1.0 / k), atol=5e-3, rtol=0)
+    torch.testing.assert_close(out[:, 2], torch.full((TINY.horizon,), v, dtype=torch.float64))
+    arc = torch.tensor(TINY.chunk.times_s, dtype=torch.float64) * v
+    torch.testing.assert_close(torch.atan2(out[:, 0], 1.0 / k - out[:, 1]), arc * k,
+                               atol=5e-4, rtol=0)
+    # braking beyond a stop never reverses and never drops below 0
+    raw[..., 0] = -5.0
+    out = net.integrate(ego, raw)[0]
+    assert (out[:, 2] >= 0).all() and out[-1, 2] == 0.0
+    assert (torch.diff(out[:, 0]) >= -1e-6).all()
+
+
 def test_default_network_is_small() -> None:
     net = VLAPolicyNet(VLAConfig())
     assert parameter_count(net) * 4 < 20e6  # float32 weights file < 20 MB
 
 
 # ---------------------------------------------------------------------------- ONNX
-def test_policy_onnx_matches_torch_and_a_corrupt_file_is_refused(tmp_path: Path) -> None:
-    net = _random_head(VLAPolicyNet(TINY), seed=1)
+@pytest.mark.parametrize("head", ["kinematic", "waypoints"])
+def test_policy_onnx_matches_torch_and_a_corrupt_file_is_refused(tmp_path: Path,
+                                                                 head: str) -> None:
+    cfg = replace(TINY, action_head=head)
+    net = _random_head(VLAPolicyNet(cfg), seed=1)
     path = export_onnx(net, tmp_path / "vla.onnx")
-    ort = onnx_backend(TINY, path)
-    feeds = [example_feeds(TINY, 1, seed=4), example_feeds(TINY, 5, seed=5)]
+    ort = onnx_backend(cfg, path)
+    feeds = [example_feeds(cfg, 1, seed=4), example_feeds(cfg, 5, seed=5)]
     report = check_parity(torch_backend(net), ort, feeds, atol=PARITY_ATOL)
     assert report.ok, str(report)
     bad = tmp_path / "corrupt.onnx"
     bad.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 3])
     with pytest.raises(ModelLoadError, match="cannot load"):
         onnx_backend(TINY, bad)
-    other = replace(TINY, max_objects=6)  # a file of another config: refused with both specs
+    other = replace(cfg, max_objects=6)  # a file of another config: refused with both specs
     with pytest.raises(SpecMismatchError, match="objects"):
         onnx_backend(other, path)
 

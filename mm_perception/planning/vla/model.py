@@ -16,11 +16,30 @@ The LLM-based fusion pattern, small enough for a CPU:
   ``0 * NaN``. The ego and language tokens are always present, so no row is all masked.
 - **Action decoder**: ``H`` learned action queries (one per waypoint) with self-attention,
   cross-attention to the encoded tokens (same key mask) and an MLP; the **action head**
-  maps each query to 3 numbers.
+  maps each query to 2 or 3 numbers (below).
 - **Output** ``(B, H, 3)`` float32 in physical units, waypoint x, y (m, ``base_link``) and
-  speed (m/s): a constant-speed prior (straight ahead at the current forward speed) plus the
-  head's residual times the config's target scales. The head starts at zero, so an
-  untrained network drives straight on at its speed; training learns the deviation.
+  speed (m/s), by one of two heads (``VLAConfig.action_head``):
+
+  - ``kinematic`` (default): each query gives an acceleration ``a = A tanh(r0)`` (``A`` the
+    acceleration bound for ``r0 > 0``, the deceleration bound below) and a curvature
+    ``kappa = K(v) tanh(r1)`` with ``K(v) = 1 / (1 / K0 + v^2 / a_lat)``. Speeds are the
+    ego's forward speed plus the running sum of ``a dt``, each ``a`` first clipped to within
+    ``J dt`` of the previous step's acceleration (bounded jerk) and braking limited to
+    ``sqrt(J v)`` (a stop within the jerk bound), the speed clipped to
+    ``[0, v_max]`` (``v_max`` raised to the ego's speed when it is faster); each
+    step travels ``ds = (v_prev + v) / 2 dt`` along an arc of curvature ``kappa`` (heading
+    change ``kappa ds``, chord along the mid-step heading). The chunk is therefore a path a
+    car can drive: speeds, accelerations, curvature and lateral acceleration inside the
+    bounds, spacing equal to the speeds,
+    whatever the network's raw numbers; the decoder rebuilds the arc headings from the
+    chords (:func:`~mm_perception.planning.observation.chunk_to_world` with
+    ``arc_max_curvature_1pm``). The waypoints the loss compares are those integrated ones, so
+    errors of the far waypoints train the early controls too.
+  - ``waypoints``: a constant-speed prior (straight ahead at the current forward speed) plus
+    the head's residual times the config's target scales, each number independent.
+
+  Either head starts at zero, so an untrained network drives straight on at its speed;
+  training learns the deviation.
 
 Attention is written out (matmul + softmax) instead of ``nn.MultiheadAttention`` so that
 the exported graph is plain ONNX ops with no fast-path variants, the same in torch, ONNX
@@ -164,7 +183,8 @@ class VLAPolicyNet(nn.Module):
         self.queries = nn.Parameter(torch.zeros(config.horizon, d))
         self.decoder = nn.ModuleList(DecoderBlock(config) for _ in range(config.decoder_layers))
         self.head_norm = nn.LayerNorm(d)
-        self.head = nn.Linear(d, 3)
+        self.kinematic = config.action_head == "kinematic"
+        self.head = nn.Linear(d, 2 if self.kinematic else 3)
         for p in (self.lane_role, self.language_pos, self.modality, self.queries):
             nn.init.normal_(p, std=0.02)
         # the residual starts at zero: an untrained policy is the constant-speed prior
@@ -172,6 +192,9 @@ class VLAPolicyNet(nn.Module):
         nn.init.zeros_(self.head.bias)
         self.times_s: torch.Tensor
         self.register_buffer("times_s", torch.tensor(config.chunk.times_s, dtype=torch.float32),
+                             persistent=False)
+        self.dt_s: torch.Tensor
+        self.register_buffer("dt_s", torch.diff(self.times_s, prepend=self.times_s.new_zeros(1)),
                              persistent=False)
         self.out_scale: torch.Tensor
         self.register_buffer("out_scale", torch.tensor(
@@ -222,8 +245,55 @@ class VLAPolicyNet(nn.Module):
         q = self.queries.unsqueeze(0).expand(b, -1, -1)
         for dec in self.decoder:
             q = dec(q, memory, key_bias)
-        residual = self.head(self.head_norm(q)) * self.out_scale
-        return self.prior(ego) + residual
+        raw = self.head(self.head_norm(q))
+        if self.kinematic:
+            return self.integrate(ego, raw)
+        return self.prior(ego) + raw * self.out_scale
+
+    def integrate(self, ego: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+        """Kinematic head: raw ``(B, H, 2)`` (acceleration, curvature logits) -> ``(B, H, 3)``
+        waypoint x, y (m, ``base_link``) and speed (m/s) (module docstring)."""
+        c = self.config
+        r_acc, r_curv = raw[..., 0], raw[..., 1]
+        t = torch.tanh(r_acc)
+        accel = torch.where(r_acc > 0, t * c.head_max_accel_mps2, t * c.head_max_decel_mps2)
+        v0 = (ego[:, 0] * c.velocity_scale_mps).clamp(min=0.0).unsqueeze(1)          # (B, 1)
+        # An ego already above the speed bound may hold its speed (never a jump down).
+        v_cap = v0.clamp(min=c.head_max_speed_mps)
+        # step by step (H is small; the loop unrolls into plain ops in ONNX): each step's
+        # acceleration stays within jerk * dt of the previous step's actual one (after the
+        # speed clip), so the profile is jerk-bounded except where it clips at standstill
+        speeds: list[torch.Tensor] = []
+        v_last = v0[:, 0]
+        a_last: torch.Tensor | None = None
+        for k in range(self.config.horizon):
+            dt = float(self.config.chunk.times_s[k] - (self.config.chunk.times_s[k - 1]
+                                                      if k else 0.0))
+            a = accel[:, k]
+            if a_last is not None:
+                a = torch.minimum(torch.maximum(a, a_last - c.head_max_jerk_mps3 * dt),
+                                  a_last + c.head_max_jerk_mps3 * dt)
+            # braking fades out near standstill (a >= -sqrt(J v)), so that a stop needs no
+            # jerk beyond J; without it the clip at v = 0 would be a step in acceleration
+            # (the clamp keeps the gradient of sqrt finite at v = 0)
+            a = torch.maximum(a, -math.sqrt(c.head_max_jerk_mps3)
+                              * torch.sqrt(v_last.clamp(min=1e-4)))
+            v_k = torch.minimum((v_last + a * dt).clamp(min=0.0), v_cap[:, 0])
+            a_last = (v_k - v_last) / dt
+            speeds.append(v_k)
+            v_last = v_k
+        v = torch.stack(speeds, dim=1)                                               # (B, H)
+        v_prev = torch.cat([v0, v[:, :-1]], dim=1)
+        v_mid = (v_prev + v) * 0.5
+        ds = v_mid * self.dt_s                                                        # (B, H)
+        k_max = 1.0 / (1.0 / c.head_max_curvature_1pm
+                       + v_mid * v_mid / c.head_max_lateral_accel_mps2)
+        dpsi = k_max * torch.tanh(r_curv) * ds
+        psi = torch.cumsum(dpsi, dim=1)
+        psi_mid = psi - 0.5 * dpsi
+        x = torch.cumsum(ds * torch.cos(psi_mid), dim=1)
+        y = torch.cumsum(ds * torch.sin(psi_mid), dim=1)
+        return torch.stack([x, y, v], dim=-1)
 
 
 def parameter_count(net: nn.Module) -> int:

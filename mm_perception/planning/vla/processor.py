@@ -248,12 +248,16 @@ class VLAProcessor:
     def decode(self, pred: npt.ArrayLike, ego: EgoState, source: str) -> Trajectory:
         """Network output ``(H, 3)`` (waypoint x, y in ``base_link``, m; speed, m/s) -> the
         world-frame :class:`Trajectory` stamped at ``ego`` (``H + 1`` samples, the current
-        pose first). Non-finite values stay non-finite: the safety filter rejects them."""
+        pose first; with the kinematic head the headings are its arcs' tangents).
+        Non-finite values stay non-finite: the safety filter rejects them."""
         arr = np.asarray(pred, np.float64)
         h = self.config.horizon
         if arr.shape != (h, 3):
             raise ValueError(f"VLA output must have shape ({h}, 3), got {arr.shape}")
-        return chunk_to_world(ego, arr[:, :2], arr[:, 2], self.config.chunk, source)
+        kinematic = self.config.action_head == "kinematic"
+        return chunk_to_world(ego, arr[:, :2], arr[:, 2], self.config.chunk, source,
+                              arc_max_curvature_1pm=(self.config.head_max_curvature_1pm
+                                                     if kinematic else None))
 
 
 __all__ = ["FEATURE_NAMES", "INPUT_NAMES", "OUTPUT_NAME", "VLAProcessor", "resample_polyline"]
