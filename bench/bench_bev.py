@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from timing_table import print_case, stats
 
 from mm_perception.fusion.feature_level.config import DEFAULT_RIG
 from mm_perception.fusion.feature_level.detector import (
@@ -60,6 +61,8 @@ GOAL_MS = 40.0
 CASES: dict[str, tuple[str, ...]] = {"all modalities": (), "no lidar": ("lidar",),
                                      "no radar": ("radar",), "no camera": ("camera",)}
 PARTS = ("encode", "infer", "decode", "total")
+#: the extra column of the tables: mean decoded objects per frame
+OBJECTS = ("objects", lambda r: float(r["objects"]["mean"]))
 
 
 def simulated_frames(duration_s: float) -> list[RawFrame]:
@@ -86,11 +89,6 @@ def bag_frames(bag: Path, rig_path: Path, limit: int) -> list[RawFrame]:
                 print(f"  set {sset.stamp_ns}: {'; '.join(raw.notes)}")
             frames.append(raw)
     return frames
-
-
-def stats(values_ms: Sequence[float]) -> dict[str, float]:
-    a = np.asarray(values_ms, np.float64)
-    return {"median": float(np.median(a)), "p90": float(np.percentile(a, 90))}
 
 
 def run_case(backends: dict[str, tuple[InferenceBackend, BevProcessor]],
@@ -124,21 +122,6 @@ def run_case(backends: dict[str, tuple[InferenceBackend, BevProcessor]],
     return result
 
 
-def print_case(case: str, res: dict[str, Any], ref: str, other: str) -> dict[str, float]:
-    """Print one case's table; returns the ratios other / ref of each part's median."""
-    print(f"  {case}:")
-    print(f"    {'backend':<12}" + "".join(f"{p + ' med/p90 ms':>22}" for p in PARTS)
-          + f"{'objects':>9}")
-    for name in (ref, other):
-        row = "".join(f"{res[name][p]['median']:>12.2f} / {res[name][p]['p90']:<7.2f}"
-                      for p in PARTS)
-        print(f"    {name:<12}{row}{res[name]['objects']['mean']:>9.1f}")
-    ratios = {p: res[other][p]["median"] / max(res[ref][p]["median"], 1e-9)
-              for p in ("infer", "total")}
-    print(f"    {other} / {ref}: infer {ratios['infer']:.2f}x, total {ratios['total']:.2f}x")
-    return ratios
-
-
 def cases(frames: Sequence[RawFrame]) -> dict[str, list[RawFrame]]:
     return {case: [f.without(*drop) for f in frames] for case, drop in CASES.items()}
 
@@ -165,7 +148,8 @@ def bench_cpu(weights: Path, frames: Sequence[RawFrame], args: argparse.Namespac
           f"(after {args.warmup} warm-up):")
     for case, case_frames in cases(frames).items():
         res = run_case(backends, case_frames, args.frames, args.warmup)
-        res["ratio_ort_over_torch"] = print_case(case, res, "torch", "onnxruntime")
+        res["ratio_ort_over_torch"] = print_case(case, res, "torch", "onnxruntime", PARTS,
+                                                 OBJECTS)
         out[case] = res
     for backend, _ in backends.values():
         backend.close()
@@ -210,7 +194,8 @@ def bench_cuda(weights: Path, frames: Sequence[RawFrame], args: argparse.Namespa
     print(f"CUDA ({torch.cuda.get_device_name()}):")
     for case, case_frames in cases(frames).items():
         res = run_case(backends, case_frames, args.frames, args.warmup)
-        res["ratio_trt_over_torch"] = print_case(case, res, "torch-cuda", "tensorrt-fp16")
+        res["ratio_trt_over_torch"] = print_case(case, res, "torch-cuda", "tensorrt-fp16",
+                                                 PARTS, OBJECTS)
         out[case] = res
     for backend, _ in backends.values():
         backend.close()

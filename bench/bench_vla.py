@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from timing_table import print_case, stats
 
 import mm_perception.planning.vla as vla_package
 from mm_perception.core.geometry import SE3
@@ -187,11 +188,6 @@ class PartTimer:
         return dict(self.last)
 
 
-def stats(values_ms: Sequence[float]) -> dict[str, float]:
-    a = np.asarray(values_ms, np.float64)
-    return {"median": float(np.median(a)), "p90": float(np.percentile(a, 90))}
-
-
 def run_case(timers: dict[str, PartTimer], frames: Sequence[PlannerObservation], count: int,
              warmup: int, unique_instructions: bool = False) -> dict[str, Any]:
     """Time every planner on ``count`` frames (after ``warmup`` untimed ones), alternating
@@ -213,27 +209,12 @@ def run_case(timers: dict[str, PartTimer], frames: Sequence[PlannerObservation],
     return {name: {p: stats(times[name][p]) for p in PARTS} for name in timers}
 
 
-def print_case(case: str, res: dict[str, Any], ref: str, other: str) -> dict[str, float]:
-    """Print one case's table; returns the ratios other / ref of the infer and total
-    medians."""
-    print(f"  {case}:")
-    print(f"    {'backend':<14}" + "".join(f"{p + ' med/p90 ms':>22}" for p in PARTS))
-    for name in (ref, other):
-        row = "".join(f"{res[name][p]['median']:>12.2f} / {res[name][p]['p90']:<7.2f}"
-                      for p in PARTS)
-        print(f"    {name:<14}{row}")
-    ratios = {p: res[other][p]["median"] / max(res[ref][p]["median"], 1e-9)
-              for p in ("infer", "total")}
-    print(f"    {other} / {ref}: infer {ratios['infer']:.2f}x, total {ratios['total']:.2f}x")
-    return ratios
-
-
 def _cases(timers: dict[str, PartTimer], frames: Sequence[PlannerObservation],
            args: argparse.Namespace, ref: str, other: str, ratio_key: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for case, unique in (("cached instructions", False), ("uncached instruction", True)):
         res = run_case(timers, frames, args.frames, args.warmup, unique_instructions=unique)
-        res[ratio_key] = print_case(case, res, ref, other)
+        res[ratio_key] = print_case(case, res, ref, other, PARTS)
         out[case] = res
     return out
 

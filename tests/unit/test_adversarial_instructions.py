@@ -70,6 +70,7 @@ from mm_perception.planning.vla.processor import VLAProcessor
 from mm_perception.planning.vla.text import TextEncoder
 from mm_perception.planning.vla.vlm_adapter import VLMConfig, VLMPlanner
 from mm_perception.runtime import TensorSpec
+from tests.unit.test_safety_filter import assert_within_limits
 
 torch.set_num_threads(1)
 
@@ -189,23 +190,6 @@ def _observation(ego: EgoState, instruction: str | bytes | None) -> PlannerObser
 
 
 # ---------------------------------------------------------------------------- the limits
-def assert_within_limits(result: SafetyResult, cfg: SafetyConfig, frame_id: str) -> None:
-    """The filter's output contract, checked without the filter's code (as in
-    test_safety_filter)."""
-    traj = result.trajectory
-    assert traj.frame_id == frame_id
-    for arr in (traj.t_s, traj.xy, traj.yaw, traj.speed):
-        assert np.isfinite(arr).all()
-    assert traj.t_s[0] >= 0.0
-    assert (np.diff(traj.t_s) > 0).all()
-    assert (traj.speed >= 0.0).all()
-    assert (traj.speed <= cfg.max_speed_mps + 1e-9).all()
-    accel = np.diff(traj.speed) / np.diff(traj.t_s)
-    assert (accel >= -cfg.max_decel_mps2 - 1e-6).all()
-    assert (accel <= cfg.max_accel_mps2 + 1e-6).all()
-    assert (result.status is SafetyStatus.PASSED) == (result.reasons == ())
-
-
 def assert_command_within_limits(cmd: ControlCommand, cfg: ControllerConfig) -> None:
     values = (cmd.acceleration, cmd.steering_angle, cmd.curvature, cmd.yaw_rate)
     assert all(math.isfinite(v) for v in values)

@@ -152,9 +152,8 @@ class CameraDetector:
             FileNotFoundError: a file is missing (the message names it).
             ConfigError: invalid config / processor JSON, or weights that do not fit it.
         """
-        import torch
-
         from mm_perception.detection.camera.model import CameraDetectorNet
+        from mm_perception.runtime.torch_weights import load_state_dict
 
         folder = DEFAULT_WEIGHTS_DIR if path is None else Path(path)
         files = {name: folder / name for name in (WEIGHTS_FILE, CONFIG_FILE, PROCESSOR_FILE)}
@@ -166,23 +165,16 @@ class CameraDetector:
         processor = CameraProcessor.from_dict(
             config, json.loads(files[PROCESSOR_FILE].read_text(encoding="utf-8")))
         net = CameraDetectorNet(config)
-        state = torch.load(files[WEIGHTS_FILE], map_location="cpu", weights_only=True)
-        try:
-            net.load_state_dict(state)
-        except RuntimeError as exc:
-            raise ConfigError(f"{files[WEIGHTS_FILE]} does not fit {files[CONFIG_FILE]}: "
-                              f"{exc}") from exc
+        load_state_dict(net, files[WEIGHTS_FILE], files[CONFIG_FILE])
         return cls(net, processor, device)
 
     def save(self, folder: str | Path) -> None:
         """Write ``camera_detector.pt`` + ``config.json`` + ``processor.json`` to ``folder``."""
-        import torch
+        from mm_perception.runtime.torch_weights import save_state_dict
 
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.cpu()
-                 for k, v in self.net.state_dict().items()}
-        torch.save(state, out / WEIGHTS_FILE)
+        save_state_dict(self.net, out / WEIGHTS_FILE)
         (out / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n",
                                        encoding="utf-8")
         (out / PROCESSOR_FILE).write_text(json.dumps(self.processor.to_dict(), indent=2) + "\n",

@@ -51,13 +51,11 @@ PROCESSOR_FILE = "processor.json"
 
 def save_weights(folder: str | Path, net: BevFusionNet, processor: BevProcessor) -> None:
     """Write the weights folder (see the module docstring)."""
-    import torch
+    from mm_perception.runtime.torch_weights import save_state_dict
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.cpu()
-             for k, v in net.state_dict().items()}
-    torch.save(state, out / WEIGHTS_FILE)
+    save_state_dict(net, out / WEIGHTS_FILE)
     net.config.save(out / CONFIG_FILE)
     processor.state.save(out / PROCESSOR_FILE)
 
@@ -70,11 +68,10 @@ def load_weights(folder: str | Path | None = None) -> tuple[BevFusionNet, BevPro
         FileNotFoundError: a file is missing (named).
         ConfigError: invalid config / processor JSON, or weights that do not fit the config.
     """
-    import torch
-
     from mm_perception.detection.camera.config import CameraDetectorConfig
     from mm_perception.detection.camera.model import CameraDetectorNet
     from mm_perception.fusion.feature_level.model import BevFusionNet
+    from mm_perception.runtime.torch_weights import load_state_dict
 
     path = DEFAULT_WEIGHTS_DIR if folder is None else Path(folder)
     files = {n: path / n for n in (WEIGHTS_FILE, CONFIG_FILE, PROCESSOR_FILE)}
@@ -91,12 +88,7 @@ def load_weights(folder: str | Path | None = None) -> tuple[BevFusionNet, BevPro
             json.loads((CAM_DIR / "config.json").read_text(encoding="utf-8")))
         camera_net = CameraDetectorNet(cam_cfg)
     net = BevFusionNet(config, camera_net)
-    try:
-        weights = torch.load(files[WEIGHTS_FILE], map_location="cpu", weights_only=True)
-        net.load_state_dict(weights)
-    except (RuntimeError, OSError, ValueError) as exc:
-        raise ConfigError(f"{files[WEIGHTS_FILE]} does not fit {files[CONFIG_FILE]}: "
-                          f"{exc}") from exc
+    load_state_dict(net, files[WEIGHTS_FILE], files[CONFIG_FILE])
     return net.eval(), BevProcessor(config, state)
 
 

@@ -266,9 +266,7 @@ class VLAPolicyNet(nn.Module):
         speeds: list[torch.Tensor] = []
         v_last = v0[:, 0]
         a_last: torch.Tensor | None = None
-        for k in range(self.config.horizon):
-            dt = float(self.config.chunk.times_s[k] - (self.config.chunk.times_s[k - 1]
-                                                      if k else 0.0))
+        for k, dt in enumerate(self.dt_s.tolist()):
             a = accel[:, k]
             if a_last is not None:
                 a = torch.minimum(torch.maximum(a, a_last - c.head_max_jerk_mps3 * dt),

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mm_perception.core.errors import ConfigError
 from mm_perception.planning.instructions import clean_instruction
 from mm_perception.planning.observation import PlannerObservation
 from mm_perception.planning.trajectory import Trajectory
@@ -47,13 +46,11 @@ TRAIN_LOG_FILE = "train_log.json"
 
 def save_weights(folder: str | Path, net: VLAPolicyNet) -> None:
     """Write ``vla.pt`` (float32 state dict) and ``config.json`` into ``folder``."""
-    import torch
+    from mm_perception.runtime.torch_weights import save_state_dict
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.cpu()
-             for k, v in net.state_dict().items()}
-    torch.save(state, out / WEIGHTS_FILE)
+    save_state_dict(net, out / WEIGHTS_FILE)
     net.config.save(out / CONFIG_FILE)
 
 
@@ -64,9 +61,8 @@ def load_weights(folder: str | Path) -> tuple[VLAPolicyNet, VLAProcessor]:
         FileNotFoundError: ``vla.pt`` or ``config.json`` is missing (named).
         ConfigError: an invalid config, or weights that do not fit it.
     """
-    import torch
-
     from mm_perception.planning.vla.model import VLAPolicyNet
+    from mm_perception.runtime.torch_weights import load_state_dict
 
     path = Path(folder)
     for name in (WEIGHTS_FILE, CONFIG_FILE):
@@ -74,12 +70,7 @@ def load_weights(folder: str | Path) -> tuple[VLAPolicyNet, VLAProcessor]:
             raise FileNotFoundError(f"VLA weights: {path / name} is missing")
     config = VLAConfig.load(path / CONFIG_FILE)
     net = VLAPolicyNet(config)
-    try:
-        state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-        net.load_state_dict(state)
-    except (RuntimeError, OSError, ValueError) as exc:
-        raise ConfigError(f"{path / WEIGHTS_FILE} does not fit {path / CONFIG_FILE}: "
-                          f"{exc}") from exc
+    load_state_dict(net, path / WEIGHTS_FILE, path / CONFIG_FILE)
     return net.eval(), VLAProcessor(config)
 
 
