@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from mm_perception.core.errors import ConfigError
+from mm_perception.planning.observation import Planner, PlannerObservation
 from mm_perception.planning.trajectory import Trajectory
 
 
@@ -92,6 +93,46 @@ class DemoJob:
     noise: DemoNoise
     plan_period_s: float
     threads: int = 1
+    learner: str | None = None
+    beta: float = 0.0
+
+
+class DaggerPlanner:
+    """The DAgger mixture (module docstring): executes the learner's chunk, or with
+    probability ``beta`` the expert's; :attr:`label` is the expert's chunk of the last call.
+
+    Both planners see every observation, in order, so the expert's internal state (the
+    phase of its manoeuvre) follows the states the mixture actually visits.
+    """
+
+    name = "dagger"
+
+    def __init__(self, expert: Planner, learner: Planner, beta: float,
+                 rng: np.random.Generator) -> None:
+        if not 0.0 <= beta <= 1.0:
+            raise ConfigError(f"DAgger beta must be in [0, 1], got {beta!r}")
+        self.expert = expert
+        self.learner = learner
+        self.beta = beta
+        self.rng = rng
+        self.label: Trajectory | None = None
+        self.learner_chunks = 0
+
+    def reset(self) -> None:
+        """Reset both planners."""
+        self.expert.reset()
+        self.learner.reset()
+        self.label = None
+        self.learner_chunks = 0
+
+    def plan(self, observation: PlannerObservation) -> Trajectory:
+        """The executed chunk; the expert's label is kept in :attr:`label`."""
+        self.label = self.expert.plan(observation)
+        chunk = self.learner.plan(observation)
+        if self.rng.random() < self.beta:
+            return self.label
+        self.learner_chunks += 1
+        return chunk
 
 
 _WORKER: dict[str, Any] = {}
@@ -117,23 +158,42 @@ def record_episode(job: DemoJob) -> dict[str, Any]:
         _WORKER["perception"] = PerceptionLoop(_WORKER["rig"])
     episode = build_episode(job.kind, job.seed, split="train")
     writer = DemoWriter(job.out, VLAConfig())
-    meta = {"episode": episode.name, "kind": job.kind, "seed": job.seed}
+    rng = np.random.default_rng(np.random.SeedSequence([job.seed, 77, len(job.kind)]))
+    planner: Planner = ExpertPlanner(episode)
+    dagger: DaggerPlanner | None = None
+    meta: dict[str, Any] = {"episode": episode.name, "kind": job.kind, "seed": job.seed}
+    if job.learner is not None:
+        from mm_perception.planning.vla.policy import load_vla
+        from mm_perception.runtime.config import RuntimeConfig
+
+        if _WORKER.get("learner_path") != job.learner:
+            _WORKER["learner_path"] = job.learner
+            _WORKER["learner"] = load_vla(job.learner, RuntimeConfig(
+                backend="onnxruntime", intra_op_threads=1), name="learner")
+        # its own stream: the noise draws stay those of a plain recording
+        mix_rng = np.random.default_rng(np.random.SeedSequence([job.seed, 78, len(job.kind)]))
+        planner = dagger = DaggerPlanner(planner, _WORKER["learner"], job.beta, mix_rng)
+        meta.update(episode=f"{episode.name}_dagger", dagger_beta=job.beta,
+                    learner=job.learner)
     samples = 0
 
     def record(obs: Any, chunk: Trajectory) -> None:
         nonlocal samples
-        writer.add(obs, chunk, {**meta, "step": samples})
+        label = dagger.label if dagger is not None and dagger.label is not None else chunk
+        writer.add(obs, label, {**meta, "step": samples})
         samples += 1
 
-    rng = np.random.default_rng(np.random.SeedSequence([job.seed, 77, len(job.kind)]))
     config = ClosedLoopConfig(plan_period_s=job.plan_period_s)
-    result = run_episode(episode, ExpertPlanner(episode), _WORKER["rig"], config,
+    result = run_episode(episode, planner, _WORKER["rig"], config,
                          perception=_WORKER["perception"], recorder=record,
                          execute=lambda c, r: perturb(c, r, job.noise), rng=rng)
     shard = writer.end_episode()
-    return {**meta, "instruction": episode.instruction, "samples": samples,
-            "success": result.success, "outcome": result.outcome,
-            "shard": None if shard is None else str(shard)}
+    summary = {**meta, "instruction": episode.instruction, "samples": samples,
+               "success": result.success, "outcome": result.outcome,
+               "shard": None if shard is None else str(shard)}
+    if dagger is not None:
+        summary["learner_chunks"] = dagger.learner_chunks
+    return summary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -149,6 +209,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise-speed", type=float, default=DemoNoise.speed_scale)
     parser.add_argument("--plan-period", type=float, default=0.25,
                         help="seconds between expert calls, each one a recorded sample")
+    parser.add_argument("--learner", default=None,
+                        help="VLA weights folder: record a DAgger round (the learner drives, "
+                             "the expert labels; shards named <episode>_dagger)")
+    parser.add_argument("--beta", type=float, default=0.3,
+                        help="with --learner: probability that a chunk executed is the "
+                             "expert's")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--out", required=True, help="demonstration folder (shards + index)")
 
@@ -166,10 +232,15 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
     noise = DemoNoise(args.noise_prob, args.noise_lateral, args.noise_speed)
+    if not 0.0 <= args.beta <= 1.0:
+        raise ConfigError(f"--beta must be in [0, 1], got {args.beta}")
+    if args.learner is not None and not Path(args.learner).is_dir():
+        raise ConfigError(f"--learner {args.learner}: no such weights folder")
     rig = args.rig or str(DEFAULT_RIG)
     out = Path(args.out)
     DemoWriter(out, VLAConfig())  # writes (or checks) the folder's features.json once
-    jobs = [DemoJob(k, s, rig, str(out), noise, args.plan_period, default_threads(args.jobs))
+    jobs = [DemoJob(k, s, rig, str(out), noise, args.plan_period, default_threads(args.jobs),
+                    args.learner, args.beta if args.learner is not None else 0.0)
             for s in parse_seeds(args.seeds) for k in kinds]
     bar = tqdm(total=len(jobs), desc="demonstrations", unit="ep")
     ok = 0
@@ -188,8 +259,10 @@ def run(args: argparse.Namespace) -> int:
                     ok += bool(res["success"])
                     bar.update()
     bar.close()
-    print(f"{len(jobs)} episodes, expert success {ok}/{len(jobs)}; demonstrations in {out}")
+    who = "DAgger (learner + expert)" if args.learner is not None else "expert"
+    print(f"{len(jobs)} episodes, {who} success {ok}/{len(jobs)}; demonstrations in {out}")
     return 0
 
 
-__all__ = ["DemoJob", "DemoNoise", "add_arguments", "perturb", "record_episode", "run"]
+__all__ = ["DaggerPlanner", "DemoJob", "DemoNoise", "add_arguments", "perturb", "record_episode",
+           "run"]

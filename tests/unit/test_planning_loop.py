@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from mm_perception.core.geometry import SE3
 from mm_perception.core.types import EgoState
 from mm_perception.fusion.pipeline import PipelineConfig
 from mm_perception.planning.closed_loop import comfort_metrics
-from mm_perception.planning.demos import DemoNoise, perturb
+from mm_perception.planning.demos import DaggerPlanner, DemoNoise, perturb
 from mm_perception.planning.drive import parse_seeds, summarise, write_report
 from mm_perception.planning.perception_loop import (
     PerceptionLoop,
@@ -168,6 +169,42 @@ def test_perturb_offsets_sideways_and_scales_speed() -> None:
         DemoNoise(prob=1.5)
 
 
+class _FixedPlanner:
+    """Returns one chunk; counts its calls and resets."""
+
+    def __init__(self, name: str, chunk: Trajectory) -> None:
+        self.name, self.chunk = name, chunk
+        self.calls = self.resets = 0
+
+    def reset(self) -> None:
+        self.resets += 1
+
+    def plan(self, observation: object) -> Trajectory:
+        self.calls += 1
+        return self.chunk
+
+
+def test_dagger_executes_the_learner_and_labels_with_the_expert() -> None:
+    expert_chunk = _chunk()
+    learner_chunk = replace(expert_chunk, source="learner")
+    expert, learner = _FixedPlanner("expert", expert_chunk), _FixedPlanner("vla", learner_chunk)
+    mix = DaggerPlanner(expert, learner, 0.0, np.random.default_rng(0))
+    mix.reset()
+    assert expert.resets == learner.resets == 1
+    obs = object()
+    for _ in range(5):
+        assert mix.plan(obs) is learner_chunk      # type: ignore[arg-type]
+        assert mix.label is expert_chunk
+    assert mix.learner_chunks == 5 and expert.calls == learner.calls == 5
+    # beta: the share of the expert's own chunks; both planners still see every state
+    mix = DaggerPlanner(expert, learner, 0.5, np.random.default_rng(0))
+    picks = [mix.plan(obs) is expert_chunk for _ in range(400)]  # type: ignore[arg-type]
+    assert 0.4 < np.mean(picks) < 0.6 and mix.learner_chunks == 400 - sum(picks)
+    assert expert.calls == learner.calls == 405
+    with pytest.raises(ConfigError, match="beta"):
+        DaggerPlanner(expert, learner, 1.5, np.random.default_rng(0))
+
+
 def _result(planner: str, kind: str, seed: int, success: bool) -> dict[str, object]:
     return {"planner": planner, "kind": kind, "seed": seed, "success": success,
             "instruction": "turn left", "outcome": {"success": success, "reason": "ok",
@@ -221,3 +258,12 @@ def test_demos_train_and_drive_commands_chain(tmp_path: Path) -> None:
     assert not any(e["outcome"]["collisions"] for e in results["episodes"])
     assert all(Path(e["strip"]).is_file() for e in results["episodes"])
     assert "| expert | 1 | 100.0% |" in (drive / "report.md").read_text()
+    # a DAgger round with the trained policy lands beside the expert's shard
+    assert main(["sim", "demos", "--kinds", "turn_left", "--seeds", "2", "--learner",
+                 str(weights), "--beta", "0.2", "--out", str(demos)]) == 0
+    index = [json.loads(line) for line in (demos / "index.jsonl").read_text().splitlines()]
+    assert [e["episode"] for e in index] == ["turn_left_2_train", "turn_left_2_train_dagger"]
+    assert index[1]["learner_chunks"] > index[1]["samples"] // 2
+    dagger = np.load(demos / "turn_left_2_train_dagger.npz")
+    assert dagger["targets"].shape == (index[1]["samples"], 10, 3)
+    assert np.isfinite(dagger["targets"]).all()

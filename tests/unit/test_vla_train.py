@@ -112,8 +112,10 @@ def trained(demo_dir: Path, encoder: TextEncoder, tmp_path_factory: pytest.TempP
 
 
 def _train_kw(encoder: TextEncoder) -> dict[str, Any]:
+    # text noise on: the crash + resume test then also proves its draws are reproducible
     return {"epochs": 6, "batch_size": 8, "lr": 3e-3, "seed": 7, "val_fraction": 0.34,
-            "warmup_steps": 2, "progress": False, "text_encoder": encoder, "command": "test"}
+            "warmup_steps": 2, "progress": False, "text_encoder": encoder, "command": "test",
+            "text_noise": 0.3}
 
 
 # ---------------------------------------------------------------------------- dataset
@@ -188,6 +190,36 @@ def test_training_lowers_the_loss_and_writes_the_weights(trained: tuple[Path, di
     assert VLAConfig.load(out / "config.json") == CFG
 
 
+def test_kind_labels_index_the_sorted_kinds() -> None:
+    labels, kinds = train_mod.kind_labels([{"kind": "turn"}, {"kind": "stop"}, {},
+                                           {"kind": None}, {"kind": "turn"}])
+    assert kinds == ["stop", "turn"]
+    np.testing.assert_array_equal(labels, [1, 0, -1, -1, 1])
+
+
+def test_task_probe_separates_the_instructions(trained: tuple[Path, dict[str, Any]],
+                                               demo_dir: Path, encoder: TextEncoder,
+                                               tmp_path: Path) -> None:
+    _, log = trained
+    assert log["task_probe"] == {"used": True, "unlabelled_samples": 0,
+                                 "kinds": ["go straight", "turn left", "turn right"]}
+    # the probe is a training aid: the shipped network has no trace of it
+    state = torch.load(trained[0] / "vla.pt", weights_only=True)
+    assert not any("probe" in k for k in state)
+    # seed 1 holds back a "turn left" and a "turn right" episode (seed 7 holds back both
+    # "go straight" ones, a kind the probe never trains on): left and right, one word apart,
+    # are told apart from the language tokens alone
+    on = train_mod.train_vla(CFG, demo_dir, tmp_path / "on", **{
+        **_train_kw(encoder), "seed": 1, "kind_weight": 1.0}, export=False)
+    assert on["epochs"][-1]["val"]["kind_accuracy"] == 1.0
+    off = train_mod.train_vla(CFG, demo_dir, tmp_path / "off", **{
+        **_train_kw(encoder), "epochs": 1, "kind_weight": 0.0}, export=False)
+    assert off["task_probe"]["used"] is False and "kind_accuracy" not in off["epochs"][0]["val"]
+    with pytest.raises(ConfigError, match="text_noise"):
+        train_mod.train_vla(CFG, demo_dir, tmp_path, **{**_train_kw(encoder),
+                                                        "text_noise": float("nan")})
+
+
 def test_a_crashed_run_resumes_where_the_checkpoint_is(
         demo_dir: Path, encoder: TextEncoder, trained: tuple[Path, dict[str, Any]],
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -240,6 +272,7 @@ def test_cli_trains_the_no_language_ablation(demo_dir: Path, encoder: TextEncode
     assert VLAConfig.load(tmp_path / "w" / "config.json").language is False
     log = json.loads((tmp_path / "w" / "train_log.json").read_text())
     assert log["instructions"] == 1
+    assert log["task_probe"]["used"] is False  # one constant instruction: nothing to tell apart
     planner = load_vla(tmp_path / "w", text_encoder=encoder)
     assert planner.language is False and planner.name == "vla-no-language"
 

@@ -208,6 +208,13 @@ class VLAPolicyNet(nn.Module):
         x = v0 * self.times_s                                                          # (B, H)
         return torch.stack([x, torch.zeros_like(x), v0.expand_as(x)], dim=-1)
 
+    def language_tokens(self, text: torch.Tensor) -> torch.Tensor:
+        """The connector: ``(B, 384)`` sentence embedding -> ``(B, language_tokens,
+        d_model)`` language tokens (with their position and modality embeddings, before
+        the shared token LayerNorm)."""
+        lang = self.connector(text).reshape(text.shape[0], self.config.language_tokens, -1)
+        return lang + self.language_pos + self.modality[4]
+
     def forward(self, image: torch.Tensor, image_mask: torch.Tensor, objects: torch.Tensor,
                 objects_mask: torch.Tensor, lanes: torch.Tensor, lanes_mask: torch.Tensor,
                 ego: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -224,8 +231,7 @@ class VLAPolicyNet(nn.Module):
         obj_tok = self.objects(objects) + self.modality[1]
         lane_tok = self.lanes(lanes.flatten(2)) + self.lane_role + self.modality[2]
         ego_tok = self.ego(ego).unsqueeze(1) + self.modality[3]
-        lang = self.connector(text).reshape(b, self.config.language_tokens, -1)
-        lang_tok = lang + self.language_pos + self.modality[4]
+        lang_tok = self.language_tokens(text)
         tokens = self.token_norm(torch.cat([img_tok, obj_tok, lane_tok, ego_tok, lang_tok],
                                            dim=1))
 
