@@ -220,6 +220,31 @@ def test_task_probe_separates_the_instructions(trained: tuple[Path, dict[str, An
                                                         "text_noise": float("nan")})
 
 
+def test_init_weights_start_from_a_trained_policy(trained: tuple[Path, dict[str, Any]],
+                                                  demo_dir: Path, encoder: TextEncoder,
+                                                  tmp_path: Path) -> None:
+    out, log = trained
+    best = log["epochs"][log["best_epoch"] - 1]["val"]["loss"]
+    # a vanishing learning rate: the first epoch's validation is that of the trained policy
+    tuned = train_mod.train_vla(CFG, demo_dir, tmp_path / "ft", **{
+        **_train_kw(encoder), "epochs": 1, "lr": 1e-12, "init_weights": out}, export=False)
+    assert tuned["epochs"][0]["val"]["loss"] == pytest.approx(best, rel=1e-4)
+    # (seed 7 holds back the "go straight" episodes, which an untrained policy, straight on
+    # at constant speed, drives exactly: the weights themselves tell the two starts apart)
+    init = torch.load(out / "vla.pt", weights_only=True)
+    got = torch.load(tmp_path / "ft" / "vla.pt", weights_only=True)
+    for name, value in init.items():
+        torch.testing.assert_close(got[name], value, rtol=0, atol=1e-9, msg=name)
+    fresh = train_mod.train_vla(CFG, demo_dir, tmp_path / "fresh", **{
+        **_train_kw(encoder), "epochs": 1, "lr": 1e-12}, export=False)
+    other = torch.load(tmp_path / "fresh" / "vla.pt", weights_only=True)
+    assert not torch.allclose(other["connector.weight"], init["connector.weight"])
+    assert fresh["args"]["init_weights"] is None
+    with pytest.raises(ConfigError, match="another config"):
+        train_mod.train_vla(replace(CFG, d_model=64), demo_dir, tmp_path / "x",
+                            **_train_kw(encoder), init_weights=out)
+
+
 def test_a_crashed_run_resumes_where_the_checkpoint_is(
         demo_dir: Path, encoder: TextEncoder, trained: tuple[Path, dict[str, Any]],
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -33,6 +33,9 @@ or :func:`train_vla` from Python. Data: a :mod:`~mm_perception.planning.vla.data
   objects (perception is noisy). No instruction dropout: the instruction decides the
   behaviour the policy must learn (the "no language" ablation is a separate model trained
   with ``--no-language``, every instruction replaced by the constant one).
+- **Initialisation**: random, or ``init_weights`` (a weights folder of the same config,
+  e.g. the policy of the previous DAgger round, fine-tuned on the aggregated data at a lower
+  ``lr``).
 - **Optimiser**: AdamW, linear warm-up then cosine decay to 2 % of ``lr``, gradient norm
   clipped at 1.
 - **Reproducible and resumable**: ``torch.set_num_threads(threads)``; the sample order, the
@@ -190,7 +193,8 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
               max_minutes: float = 0.0, val_fraction: float = 0.15, threads: int = 1,
               position_noise_m: float = 0.1, huber_delta: float = 0.05,
               speed_weight: float = 0.5, kind_weight: float = 0.1, text_noise: float = 0.5,
-              warmup_steps: int = 100, export: bool = True,
+              warmup_steps: int = 100, init_weights: str | Path | None = None,
+              export: bool = True,
               progress: bool = True, text_encoder: TextEncoder | None = None,
               command: str | None = None) -> dict[str, Any]:
     """Train the policy (module docstring); returns the training log (also written to
@@ -230,6 +234,14 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
         raise ConfigError(f"no training samples in {data_dir}")
     t_data = time.time()
     net = VLAPolicyNet(config)
+    if init_weights is not None:
+        from mm_perception.planning.vla.policy import load_weights
+
+        init_net, _ = load_weights(init_weights)
+        if init_net.config != config:
+            raise ConfigError(f"init_weights {init_weights} were made with another config; "
+                              "fine-tuning needs the same one")
+        net.load_state_dict(init_net.state_dict())
     kind_index, kinds = kind_labels(data.meta)
     # the grounding measures need instructions that differ (module docstring)
     use_probe = config.language and kind_weight > 0 and len(kinds) >= 2
@@ -256,7 +268,8 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
                  "position_noise_m": position_noise_m, "huber_delta": huber_delta,
                  "speed_weight": speed_weight, "kind_weight": kind_weight,
                  "text_noise": text_noise, "warmup_steps": warmup_steps,
-                 "max_minutes": max_minutes},
+                 "max_minutes": max_minutes,
+                 "init_weights": None if init_weights is None else str(init_weights)},
         "task_probe": {"used": use_probe, "kinds": kinds,
                        "unlabelled_samples": int((kind_index < 0).sum())},
         "config": config.to_dict(), "torch": torch.__version__,
@@ -391,6 +404,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-minutes", type=float, default=0.0,
                         help="stop training after this many minutes (0 = no limit); "
                              "--resume continues")
+    parser.add_argument("--init-weights", default=None,
+                        help="start from this weights folder (same config), e.g. to fine-tune "
+                             "the previous DAgger round's policy")
     parser.add_argument("--resume", action="store_true",
                         help="continue from <out>/checkpoint.pt")
     parser.add_argument("--no-export", action="store_true", help="do not write vla.onnx")
@@ -411,6 +427,7 @@ def run(args: argparse.Namespace) -> int:
                     position_noise_m=args.position_noise, huber_delta=args.huber_delta,
                     speed_weight=args.speed_weight, kind_weight=args.kind_weight,
                     text_noise=args.text_noise, warmup_steps=args.warmup_steps,
+                    init_weights=args.init_weights,
                     export=not args.no_export, progress=not args.no_progress)
     last = log["epochs"][-1] if log["epochs"] else {}
     print(f"best epoch {log['best_epoch']} (loss {log['best_val_loss']}); last: {last}")
