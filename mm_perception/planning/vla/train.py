@@ -52,21 +52,26 @@ or :func:`train_vla` from Python. Data: a :mod:`~mm_perception.planning.vla.data
 The shipped weights (``mm_perception/planning/vla/weights/``) were made with::
 
     mm-perception sim demos --seeds 0-24 --jobs 2 --out DEMOS        # 34 min on 2 cores
-    mm-perception train vla --data DEMOS --out LEARNER --epochs 22 --max-minutes 38 \
+    mm-perception train vla --data DEMOS --out R0 --epochs 22 --max-minutes 38 \
         --threads 2 --kind-weight 0 --text-noise 0                    # 23 min (round 0)
-    mm-perception sim demos --seeds 25-49 --learner LEARNER --beta 0.3 --jobs 2 \
-        --out DEMOS                                                   # 22 min (DAgger)
-    mm-perception train vla --data DEMOS --out WEIGHTS --epochs 16 --max-minutes 42 \
+    mm-perception sim demos --seeds 25-49 --learner R0 --beta 0.3 --jobs 2 \
+        --out DEMOS                                                   # 22 min (DAgger 1)
+    mm-perception train vla --data DEMOS --out R1 --epochs 16 --max-minutes 42 \
         --threads 2                                                   # 31 min
+    mm-perception sim demos --seeds 50-64 --learner R1 --beta 0.2 --jobs 2 \
+        --out DEMOS                                                   # 12 min (DAgger 2)
+    mm-perception train vla --data DEMOS --out WEIGHTS --init-weights R1 --lr 1.5e-4 \
+        --warmup-steps 50 --epochs 5 --threads 2                      # 11 min
 
 Round 0: 225 expert episodes (9 task kinds x seeds 0-24, training wordings, DART noise; the
-expert succeeded in 201), 11975 samples. The DAgger round adds 225 episodes driven by the
-round-0 policy (the expert's chunk 30 % of the time; 161 reached their goal), labelled by
-the expert: 23950 samples in all (20290 train, 3660 validation from the held-back
-episodes), 103 distinct instructions. Best validation epoch 13 of 16: ADE 1.07 m, FDE
-2.41 m, speed MAE 0.60 m/s over the 4 s chunk (the validation episodes now include the
-learner's own off-course states, so these are not comparable with round 0's 0.52 / 1.33 m),
-task-probe accuracy 1.0.
+expert succeeded in 201), 11975 samples. DAgger round 1 adds 225 episodes driven by the
+round-0 policy (the expert's chunk 30 % of the time; 161 reached their goal), round 2 135
+episodes driven by round 1's (20 %; 99 reached their goal), all labelled by the expert:
+31135 samples in all (26471 train, 4664 validation), 113 distinct instructions. Round 1
+trained from scratch (best epoch 13 of 16: validation ADE 1.07 m, FDE 2.41 m); round 2
+fine-tuned it on everything (epoch 5 of 5: ADE 0.46 m, FDE 0.96 m, speed MAE 0.23 m/s, task
+probe 1.0; optimistic, since the fine-tuned network had seen most of these validation
+episodes in round 1, whose split differed).
 """
 
 from __future__ import annotations
