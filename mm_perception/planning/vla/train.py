@@ -129,8 +129,8 @@ def kind_labels(meta: Sequence[dict[str, Any]]) -> tuple[I64, list[str]]:
     ``meta``, -1 where a sample has no ``kind``."""
     kinds = sorted({str(m["kind"]) for m in meta if m.get("kind") is not None})
     lookup = {k: i for i, k in enumerate(kinds)}
-    labels = np.asarray([lookup.get(str(m.get("kind")), -1) if m.get("kind") is not None
-                         else -1 for m in meta], dtype=np.int64)
+    labels = np.asarray([lookup[str(m["kind"])] if m.get("kind") is not None else -1
+                         for m in meta], dtype=np.int64)
     return labels, kinds
 
 
@@ -170,7 +170,8 @@ def evaluate(net: VLAPolicyNet, data: DemoDataset, indices: I64, batch_size: int
     hits = labelled = 0
     with torch.inference_mode():
         for start in range(0, len(indices), batch_size):
-            batch = data.batch(indices[start:start + batch_size])
+            idx = indices[start:start + batch_size]
+            batch = data.batch(idx)
             pred = _forward(net, batch)
             tgt = batch["targets"]
             n = len(tgt)
@@ -180,7 +181,7 @@ def evaluate(net: VLAPolicyNet, data: DemoDataset, indices: I64, batch_size: int
             sums["fde_m"] += float(dist[:, -1].sum())
             sums["speed_mae_mps"] += float((pred[..., 2] - tgt[..., 2]).abs().mean(dim=1).sum())
             if probe is not None:
-                labels = torch.from_numpy(probe[1][indices[start:start + batch_size]])
+                labels = torch.from_numpy(probe[1][idx])
                 known = labels >= 0
                 guess = probe_logits(net, probe[0], batch["text"]).argmax(dim=1)
                 hits += int((guess[known] == labels[known]).sum())
@@ -314,7 +315,8 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
             if time.time() > deadline:
                 stopped_early = True
                 break
-            batch = data.batch(perm[step * batch_size:(step + 1) * batch_size])
+            idx = perm[step * batch_size:(step + 1) * batch_size]
+            batch = data.batch(idx)
             if noise > 0:
                 jitter = torch.from_numpy(rng.normal(
                     0.0, noise, (*batch["objects"].shape[:2], 2)).astype(np.float32))
@@ -325,8 +327,7 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
             loss = chunk_loss(net, _forward(net, batch), batch["targets"], huber_delta,
                               speed_weight)
             if use_probe:
-                labels = torch.from_numpy(kind_index[perm[step * batch_size:
-                                                          (step + 1) * batch_size]])
+                labels = torch.from_numpy(kind_index[idx])
                 if bool((labels >= 0).any()):
                     loss = loss + kind_weight * torch.nn.functional.cross_entropy(
                         probe_logits(net, probe, batch["text"]), labels, ignore_index=-1)
