@@ -10,6 +10,17 @@ replaces it by a fallback, in this order:
 3. an emergency stop (``max_decel_mps2``), always returned: it is inside the limits by
    construction.
 
+Optionally (``escape_horizon_s`` > 0) a trajectory must also keep a way out: braking hard
+along its own path from where it will be at the next replan (``escape_after_s`` from now)
+must be predicted free of collisions while the ego then stands still, up to
+``escape_horizon_s`` from now (reason ``no_escape``). The ego is only committed to a chunk
+until the planner's next one, and a planner that always plans "slow now, fast later" never
+executes its fast part: without this check it creeps, chunk by passed chunk, into a crossing
+lane where every fallback stop stands in the way of the crossing traffic. Traffic from behind
+in the ego's direction (within ``FOLLOWER_MAX_ANGLE_RAD`` of its heading) is left out of this
+check: not running into a braking vehicle is the follower's duty, and counting it would
+forbid braking whenever a car follows.
+
 Stale or clock-inconsistent inputs (perception, instruction, odometry) or tracks in another
 frame skip the planner's trajectory and go straight to 2/3. Every result is counted by status
 and every intervention by each of its reasons (:meth:`SafetyFilter.report`).
@@ -57,6 +68,11 @@ MIN_CURVATURE_STEP_M = 0.05
 MAX_HEADING_ERROR_RAD = 0.35
 #: sample period (s) of the stop trajectories the filter generates
 STOP_PROFILE_DT_S = 0.1
+#: an obstacle behind the ego moving within this angle (rad) of its heading is a follower:
+#: left out of the way-out check (see the module docstring)
+FOLLOWER_MAX_ANGLE_RAD = math.radians(30.0)
+#: obstacles slower than this (m/s) are never followers: they cannot run into the ego
+FOLLOWER_MIN_SPEED_MPS = 0.5
 
 #: every reason code a :class:`SafetyResult` can carry
 REASON_CODES: tuple[str, ...] = (
@@ -75,6 +91,7 @@ REASON_CODES: tuple[str, ...] = (
     "heading_mismatch",       # direction of travel far from the headings (sideways motion)
     "pose_jump",              # consecutive poses (or ego -> first) inconsistent with speed
     "collision",              # predicted footprint overlap within min_ttc_s
+    "no_escape",              # braking from the next replan would be predicted to collide
     "stale_perception",       # perception stamp missing, too old or in the future
     "stale_instruction",      # instruction stamp missing, too old or in the future
     "stale_ego",              # ego state too old or in the future
@@ -110,6 +127,17 @@ class SafetyConfig:
             velocity rests on one or two measurements (a split cluster easily gets 5+ m/s
             sideways) and predicting it 4 s ahead stops the ego for nothing; it still
             blocks where it is.
+        escape_after_s: when the ego must still be able to brake clear, s after now: the
+            planner's replanning period (the ego is committed to a chunk until the next).
+        escape_horizon_s: how long after now the ego braking (``max_decel_mps2``) along the
+            trajectory's path from ``escape_after_s`` and then standing still must be
+            predicted free of collisions, s; 0 (the default) switches the way-out check
+            off. It must cover the time crossing traffic takes to arrive from where it is
+            first tracked. Off by default because it also refuses a turn that merges ahead
+            of traffic with a safe gap (braking hard after the merge would be "hit" by the
+            vehicle then behind, which is not yet a follower by heading): with 5 s the
+            closed-loop suite had no collision at all, but the privileged expert's turns
+            stalled inside the junction (see the README).
 
     Raises:
         ConfigError: naming the field, for a non-number, a non-finite or non-positive value
@@ -134,6 +162,8 @@ class SafetyConfig:
     last_valid_max_age_s: float = 1.0
     speed_tolerance_mps: float = 0.2
     tentative_static: bool = True
+    escape_after_s: float = 0.5
+    escape_horizon_s: float = 0.0
 
     def __post_init__(self) -> None:
         flags = ("instruction_required", "tentative_static")
@@ -142,7 +172,7 @@ class SafetyConfig:
                 raise ConfigError(f"SafetyConfig.{name} must be a bool, got "
                                   f"{getattr(self, name)!r}")
         check_numbers(self, [f.name for f in fields(self) if f.name not in flags],
-                      may_be_zero=("margin_m", "speed_tolerance_mps"))
+                      may_be_zero=("margin_m", "speed_tolerance_mps", "escape_horizon_s"))
         if self.comfort_decel_mps2 > self.max_decel_mps2:
             raise ConfigError(f"SafetyConfig.comfort_decel_mps2 ({self.comfort_decel_mps2}) "
                               f"must not exceed max_decel_mps2 ({self.max_decel_mps2})")
@@ -460,6 +490,8 @@ class SafetyFilter:
         reasons = self._kinematic_reasons(traj, ego)
         if self._collides(traj, obstacles, now_ns):
             reasons.append("collision")
+        elif self._escape_blocked(traj, ego, obstacles, now_ns):
+            reasons.append("no_escape")
         return reasons
 
     def _kinematic_reasons(self, traj: Trajectory, ego: EgoState) -> list[str]:
@@ -533,23 +565,81 @@ class SafetyFilter:
         """Whether the ego footprint along ``traj`` overlaps any obstacle predicted with
         constant velocity to the same time, for samples due up to ``min_ttc_s`` after now
         (samples already past are kept: being wrong there is only conservative)."""
+        due_s = (traj.stamp_ns - now_ns) / _NS_PER_S + traj.t_s
+        return self._hits(traj.xy, traj.yaw, due_s, obstacles, now_ns, self.config.min_ttc_s,
+                          self.config.margin_m)
+
+    def _hits(self, xy: F64, yaw: F64, due_s: F64, obstacles: _Obstacles, now_ns: int,
+              horizon_s: float, margin_m: float) -> bool:
+        """Whether the ego footprint grown by ``margin_m`` at ``(S, 2)`` positions / ``(S,)``
+        headings (world frame, m / rad), due ``due_s`` seconds after ``now_ns``, overlaps
+        any obstacle predicted with constant velocity to the same time; samples due after
+        ``horizon_s`` are ignored."""
         cfg = self.config
         if obstacles.xy.shape[0] == 0:
             return False
-        due_s = (traj.stamp_ns - now_ns) / _NS_PER_S + traj.t_s
-        keep = due_s <= cfg.min_ttc_s
+        keep = due_s <= horizon_s
         if not keep.any():
             return False
-        t = traj.t_s[keep]
         # seconds from each track's stamp to each sample: (S, T); int difference first so
         # large stamps lose no precision
-        offset_s = np.array([(traj.stamp_ns - s) / _NS_PER_S for s in obstacles.stamp_ns])
-        dt = t[:, None] + offset_s[None, :]
+        offset_s = np.array([(now_ns - s) / _NS_PER_S for s in obstacles.stamp_ns])
+        dt = due_s[keep][:, None] + offset_s[None, :]
         obj_xy = obstacles.xy[None] + obstacles.velocity[None] * dt[..., None]
-        ego_half = (cfg.ego_length_m / 2 + cfg.margin_m, cfg.ego_width_m / 2 + cfg.margin_m)
-        hit = _overlaps(traj.xy[keep], traj.yaw[keep], ego_half, obj_xy, obstacles.yaw,
-                        obstacles.half)
+        ego_half = (cfg.ego_length_m / 2 + margin_m, cfg.ego_width_m / 2 + margin_m)
+        hit = _overlaps(xy[keep], yaw[keep], ego_half, obj_xy, obstacles.yaw, obstacles.half)
         return bool(hit.any())
+
+    def _escape_blocked(self, traj: Trajectory, ego: EgoState, obstacles: _Obstacles,
+                        now_ns: int) -> bool:
+        """Whether ``traj`` (finite, valid times, not stale) leaves the ego without a way
+        out at the next replan while it has one now (see the module docstring)."""
+        cfg = self.config
+        if cfg.escape_horizon_s <= 0.0 or obstacles.xy.shape[0] == 0:
+            return False
+        ahead = _without_followers(obstacles, ego)
+        # the path from the ego's measured state on: the trajectory's samples may start
+        # ahead of it (a chunk's first waypoint is due one step after its stamp)
+        elapsed_s = (now_ns - traj.stamp_ns) / _NS_PER_S
+        later = traj.t_s > elapsed_s
+        path = Trajectory(traj.stamp_ns, traj.frame_id,
+                          np.concatenate([[elapsed_s], traj.t_s[later]]),
+                          np.concatenate([ego.pose.translation[None, :2], traj.xy[later]]),
+                          np.concatenate([[ego.pose.yaw()], traj.yaw[later]]),
+                          np.concatenate([[max(float(ego.linear_velocity[0]), 0.0)],
+                                          traj.speed[later]]), traj.source)
+        return self._braking_hits(path, elapsed_s + cfg.escape_after_s, ahead, now_ns,
+                                  cfg.margin_m)
+
+    def _braking_hits(self, traj: Trajectory, from_s: float, obstacles: _Obstacles,
+                      now_ns: int, margin_m: float) -> bool:
+        """Whether braking at ``max_decel_mps2`` along ``traj``'s path from its state at
+        ``from_s`` (s after ``traj.stamp_ns``; clamped to its end), then standing still,
+        collides (footprint grown by ``margin_m``) before ``escape_horizon_s`` after
+        ``now_ns``."""
+        cfg = self.config
+        start = traj.sample(from_s)
+        v0 = min(max(float(start.speed[0]), 0.0), cfg.max_speed_mps)
+        later = traj.t_s > from_s
+        pts = np.concatenate([start.xy, traj.xy[later]])
+        yaws = np.unwrap(np.concatenate([start.yaw, traj.yaw[later]]))
+        seg = np.hypot(*np.diff(pts, axis=0).T)
+        keep = np.concatenate([[True], seg > 1e-6])  # np.interp needs increasing arc lengths
+        pts, yaws = pts[keep], yaws[keep]
+        arc = np.concatenate([[0.0], np.cumsum(seg[seg > 1e-6])])
+        t_stop = v0 / cfg.max_decel_mps2
+        due_s = (traj.stamp_ns - now_ns) / _NS_PER_S + from_s
+        tau = np.arange(0.0, max(cfg.escape_horizon_s - due_s, 0.0) + STOP_PROFILE_DT_S,
+                        STOP_PROFILE_DT_S)
+        s = np.where(tau < t_stop, v0 * tau - cfg.max_decel_mps2 * tau ** 2 / 2,
+                     v0 * t_stop / 2)
+        # past the end of the path: straight on along its last heading
+        beyond = np.maximum(s - arc[-1], 0.0)
+        xy = np.stack([np.interp(s, arc, pts[:, 0]) + beyond * math.cos(yaws[-1]),
+                       np.interp(s, arc, pts[:, 1]) + beyond * math.sin(yaws[-1])], axis=1)
+        yaw = np.asarray(wrap_angle(np.interp(s, arc, yaws)), dtype=np.float64)
+        return self._hits(xy, yaw, due_s + tau, obstacles, now_ns, cfg.escape_horizon_s,
+                          margin_m)
 
     # ------------------------------------------------------------------------ fallbacks
 
@@ -582,6 +672,20 @@ class SafetyFilter:
                           np.full(t_s.shape, heading), speed, source)
 
 
+def _without_followers(obstacles: _Obstacles, ego: EgoState) -> _Obstacles:
+    """``obstacles`` less those behind the ego moving along its heading (followers: within
+    :data:`FOLLOWER_MAX_ANGLE_RAD`, faster than :data:`FOLLOWER_MIN_SPEED_MPS`)."""
+    heading = ego.pose.yaw()
+    forward = np.array([math.cos(heading), math.sin(heading)])
+    behind = (obstacles.xy - ego.pose.translation[:2]) @ forward < 0.0
+    speed = np.hypot(obstacles.velocity[:, 0], obstacles.velocity[:, 1])
+    along = obstacles.velocity @ forward > speed * math.cos(FOLLOWER_MAX_ANGLE_RAD)
+    keep = ~(behind & along & (speed > FOLLOWER_MIN_SPEED_MPS))
+    return _Obstacles(obstacles.xy[keep], obstacles.velocity[keep], obstacles.yaw[keep],
+                      obstacles.half[keep], [s for s, k in zip(obstacles.stamp_ns, keep,
+                                                               strict=True) if k])
+
+
 def _fresh(stamp_ns: int | None, now_ns: int, timeout_s: float) -> bool:
     """Whether an input stamped ``stamp_ns`` is usable at ``now_ns``: present, not from the
     future (a clock that went backwards), and at most ``timeout_s`` old."""
@@ -592,6 +696,8 @@ def _fresh(stamp_ns: int | None, now_ns: int, timeout_s: float) -> bool:
 
 
 __all__ = [
+    "FOLLOWER_MAX_ANGLE_RAD",
+    "FOLLOWER_MIN_SPEED_MPS",
     "MAX_HEADING_ERROR_RAD",
     "MIN_CURVATURE_STEP_M",
     "REASON_CODES",

@@ -33,6 +33,8 @@ from mm_perception.planning.safety import (
     SafetyFilter,
     SafetyResult,
     SafetyStatus,
+    _obstacles,
+    _without_followers,
 )
 from mm_perception.planning.trajectory import Trajectory
 
@@ -381,6 +383,91 @@ def test_rotated_box_overlap_uses_the_box_axes() -> None:
     assert run(SafetyFilter(), straight(5.0), ego, [across]).reasons == ("collision",)
     along = car(10.0, 3.0)  # the same box along the lane stays clear
     assert run(SafetyFilter(), straight(5.0), ego, [along]).reasons == ()
+
+
+# ---------------------------------------------------------------------------- way out
+
+#: emergency braking distance from 5 m/s, m
+BRAKE_5 = 5.0 ** 2 / (2 * CFG.max_decel_mps2)
+#: the way-out check on, with the horizon the closed-loop suite was measured with
+WAY_OUT = SafetyConfig(escape_horizon_s=5.0)
+
+
+def crossing_car(x: float) -> Track:
+    """A car crossing the ego's road at ``x`` from the left at 7 m/s: its body reaches the
+    ego's footprint (half width + margin) 2.5 s from now."""
+    half_ego = CFG.ego_width_m / 2 + CFG.margin_m
+    y0 = half_ego + CAR_LEN / 2 + 7.0 * 2.5
+    return car(x, y0, yaw=-math.pi / 2, velocity=(0.0, -7.0))
+
+
+def test_a_trajectory_that_leaves_no_way_out_is_refused() -> None:
+    # driving on at 5 m/s clears the crossing before the car arrives (no collision), but
+    # braking from where the ego is at the next replan (0.5 s: 2.5 m) ends with its front
+    # in the car's way; braking now ends short of it
+    ego = ego_state(speed=5.0)
+    front_now = FRONT + CFG.margin_m + BRAKE_5
+    front_next = front_now + 5.0 * CFG.escape_after_s
+    x = (front_now + front_next) / 2 + CAR_WIDTH / 2  # car's near side between the two
+    assert front_now < x - CAR_WIDTH / 2 < front_next
+    result = run(SafetyFilter(WAY_OUT), straight(5.0, 4.0), ego, [crossing_car(x)])
+    assert result.reasons == ("no_escape",)
+    assert_stop(result, SafetyStatus.EMERGENCY_STOP, ego, CFG.max_decel_mps2)
+    # the check off (the default): the same trajectory passes (collision-free as planned)
+    off = SafetyFilter()
+    assert run(off, straight(5.0, 4.0), ego, [crossing_car(x)]).status is SafetyStatus.PASSED
+    # a car arriving after the horizon (5 s) does not block
+    late = crossing_car(x)
+    late_box = late.object.box
+    later = Track(1, DetectedObject(Box3D(late_box.center + np.array([0.0, 7.0 * 3.0, 0.0]),
+                                          late_box.size, late_box.yaw, FRAME),
+                                    ObjectClass.CAR, 0.9, stamp_ns=NOW,
+                                    velocity=np.array([0.0, -7.0, 0.0])),
+                  TrackStatus.CONFIRMED)
+    assert run(SafetyFilter(WAY_OUT), straight(5.0, 4.0), ego,
+               [later]).status is SafetyStatus.PASSED
+
+
+def test_way_out_brakes_along_the_path_from_the_measured_state() -> None:
+    # a chunk whose first waypoint is due 0.4 s after its stamp starts 2 m ahead of the
+    # ego: braking "now" starts at the ego, not at that waypoint, so a crossing just past
+    # the ego's own braking distance leaves it a way out from now ...
+    ego = ego_state(speed=5.0)
+    chunk = straight(5.0, 4.0, dt=0.4)
+    chunk = make_traj(chunk.t_s[1:], chunk.xy[1:], chunk.yaw[1:], chunk.speed[1:])
+    filt = SafetyFilter(SafetyConfig(escape_after_s=0.1, escape_horizon_s=5.0))
+    x_clear = FRONT + CFG.margin_m + BRAKE_5 + 0.5 * 5.0 * 0.1 + CAR_WIDTH / 2 + 0.3
+    assert run(filt, chunk, ego, [crossing_car(x_clear)]).status is SafetyStatus.PASSED
+    # ... and a crossing inside it does not
+    x_in = FRONT + CFG.margin_m + BRAKE_5 + CAR_WIDTH / 2 - 0.2
+    assert run(filt, chunk, ego, [crossing_car(x_in)]).reasons[0] == "no_escape"
+
+
+def test_followers_do_not_count_against_the_way_out() -> None:
+    # a car 9 m behind at the ego's speed would run into the braking ego: that is its
+    # driver's duty (keeping a safe distance), so the ego may drive on
+    ego = ego_state(speed=5.0)
+    follower = car(-9.0, velocity=(5.0, 0.0))
+    assert run(SafetyFilter(WAY_OUT), straight(5.0, 4.0), ego, [follower]).status is \
+        SafetyStatus.PASSED
+    # which tracks are followers: behind, faster than 0.5 m/s, within 30 deg of the heading
+    ego = ego_state(yaw=0.5)
+    heading = np.array([math.cos(0.5), math.sin(0.5)])
+    side = np.array([-heading[1], heading[0]])
+    cases = {"follower": (-8 * heading, 5 * heading, False),
+             "leader": (8 * heading, 5 * heading, True),
+             "slow behind": (-8 * heading, 0.3 * heading, True),
+             "crossing behind": (-8 * heading, 5 * side, True),
+             "oblique behind": (-8 * heading, 5 * (heading * math.cos(0.6)
+                                                   + side * math.sin(0.6)), True),
+             "beside, just ahead": (4 * side + 0.2 * heading, 5 * heading, True)}
+    tracks = [car(xy[0], xy[1], velocity=v, track_id=i)
+              for i, (xy, v, _) in enumerate(cases.values())]
+    obstacles, _ = _obstacles(tracks, FRAME)
+    kept = _without_followers(obstacles, ego)
+    expected = [xy for xy, _, keep in cases.values() if keep]
+    np.testing.assert_allclose(kept.xy, np.array(expected))
+    assert len(kept.stamp_ns) == len(expected)
 
 
 # -------------------------------------------------------------------------- last valid
