@@ -30,6 +30,8 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/config/rigs", glob("config/rigs/*.yaml")),
         (f"share/{PACKAGE}/config/schema", glob("config/schema/*.json")),
+        # road layouts the planner node can load as its static map (map.file)
+        (f"share/{PACKAGE}/config/scenarios", glob("config/scenarios/*.yaml")),
     ],
     python_requires=">=3.10",
     install_requires=["numpy", "scipy", "pyyaml", "rosbags>=0.10"],
@@ -51,6 +53,8 @@ setup(
             "output_fusion_node = mm_perception.ros.nodes.output_fusion_node:main",
             "tracker_node = mm_perception.ros.nodes.tracker_node:main",
             "bev_fusion_node = mm_perception.ros.nodes.bev_fusion_node:main",
+            "planner_node = mm_perception.ros.nodes.planner_node:main",
+            "safety_filter_node = mm_perception.ros.nodes.safety_filter_node:main",
         ],
     },
 )

@@ -248,41 +248,69 @@ class PerceptionLoop:
             return None
 
     def scene_objects(self, ego: EgoState) -> tuple[SceneObject, ...]:
-        """Planner-status tracks in ``base_link`` at ``ego.stamp_ns``, with colours.
-
-        Tracks are predicted from their stamp to the ego's with their velocity (constant
-        velocity; zero when unknown). Velocities stay ground-relative, expressed in
-        ``base_link`` axes.
-        """
+        """Planner-status tracks in ``base_link`` at ``ego.stamp_ns``, with colours
+        (:func:`scene_objects` of the newest snapshot and camera image)."""
         snap = self.snapshot
         if snap is None:
             return ()
-        if snap.frame_id != ego.frame_id:
-            raise ValueError(f"tracks are in {snap.frame_id!r}, the ego state in "
-                             f"{ego.frame_id!r}")
-        x0, y0, yaw0 = ego_pose2(ego)
-        c, s = math.cos(yaw0), math.sin(yaw0)
-        dt = (ego.stamp_ns - snap.stamp_ns) / 1e9
-        image = self.rgb_image()
-        out: list[SceneObject] = []
-        for track in snap.tracks:
-            if track.status not in self.config.planner_statuses:
-                continue
-            obj = track.object
-            vel = np.zeros(3) if obj.velocity is None else np.asarray(obj.velocity, np.float64)
-            wx, wy = obj.box.center[0] + vel[0] * dt, obj.box.center[1] + vel[1] * dt
-            dx, dy = wx - x0, wy - y0
-            xy = np.array([c * dx + s * dy, -s * dx + c * dy])
-            v_base = np.array([c * vel[0] + s * vel[1], -s * vel[0] + c * vel[1]])
-            yaw = math.remainder(obj.box.yaw - yaw0, 2 * math.pi)
-            rgb = np.full(3, np.nan)
-            if image is not None and self._camera is not None and self._T_cam_base is not None:
-                centre = np.array([xy[0], xy[1], obj.box.center[2] - ego.pose.translation[2]])
-                rgb = box_colour(image, self._camera, self._T_cam_base, centre, obj.box.size,
-                                 yaw, self.config.colour_patch, self.config.min_patch_px)
-            out.append(SceneObject(track.track_id, obj.label.value, xy, yaw, obj.box.size,
-                                   v_base, float(obj.existence_prob), rgb))
-        return tuple(out)
+        camera = None
+        if self._camera is not None and self._T_cam_base is not None:
+            camera = (self._camera, self._T_cam_base)
+        return scene_objects(snap.tracks, snap.stamp_ns, snap.frame_id, ego, self.rgb_image(),
+                             camera, self.config)
+
+
+def scene_objects(tracks: Sequence[Track], tracks_stamp_ns: int, frame_id: str,
+                  ego: EgoState, image: U8 | None,
+                  camera: tuple[CameraModel, SE3] | None,
+                  config: PerceptionLoopConfig | None = None) -> tuple[SceneObject, ...]:
+    """World-frame tracks as the planner's scene: planner-status tracks in ``base_link`` at
+    ``ego.stamp_ns``, with colours from the camera image.
+
+    Tracks are predicted from ``tracks_stamp_ns`` to the ego's stamp with their velocity
+    (constant velocity; zero when unknown). Velocities stay ground-relative, expressed in
+    ``base_link`` axes. Used by :meth:`PerceptionLoop.scene_objects` (closed loop) and the
+    ROS ``planner`` node (live), so both give a planner the same scene.
+
+    Args:
+        tracks: live tracks, boxes in ``frame_id`` (world / odometry frame, m, rad).
+        tracks_stamp_ns: the stamp the track states are valid at, ns.
+        frame_id: the world frame of the tracks; must be ``ego.frame_id``.
+        ego: the ego state at the planning instant (``T_world_base``).
+        image: ``(H, W, 3)`` uint8 RGB camera image, or None (colours NaN).
+        camera: ``(intrinsics, T_cam_base)`` of the camera that took ``image`` (None:
+            colours NaN).
+        config: which statuses become scene objects and the colour patch (default
+            :class:`PerceptionLoopConfig`).
+
+    Raises:
+        ValueError: the tracks are in another frame than the ego state.
+    """
+    cfg = config if config is not None else PerceptionLoopConfig()
+    if frame_id != ego.frame_id:
+        raise ValueError(f"tracks are in {frame_id!r}, the ego state in {ego.frame_id!r}")
+    x0, y0, yaw0 = ego_pose2(ego)
+    c, s = math.cos(yaw0), math.sin(yaw0)
+    dt = (ego.stamp_ns - tracks_stamp_ns) / 1e9
+    out: list[SceneObject] = []
+    for track in tracks:
+        if track.status not in cfg.planner_statuses:
+            continue
+        obj = track.object
+        vel = np.zeros(3) if obj.velocity is None else np.asarray(obj.velocity, np.float64)
+        wx, wy = obj.box.center[0] + vel[0] * dt, obj.box.center[1] + vel[1] * dt
+        dx, dy = wx - x0, wy - y0
+        xy = np.array([c * dx + s * dy, -s * dx + c * dy])
+        v_base = np.array([c * vel[0] + s * vel[1], -s * vel[0] + c * vel[1]])
+        yaw = math.remainder(obj.box.yaw - yaw0, 2 * math.pi)
+        rgb = np.full(3, np.nan)
+        if image is not None and camera is not None:
+            centre = np.array([xy[0], xy[1], obj.box.center[2] - ego.pose.translation[2]])
+            rgb = box_colour(image, camera[0], camera[1], centre, obj.box.size, yaw,
+                             cfg.colour_patch, cfg.min_patch_px)
+        out.append(SceneObject(track.track_id, obj.label.value, xy, yaw, obj.box.size,
+                               v_base, float(obj.existence_prob), rgb))
+    return tuple(out)
 
 
 def sorted_messages(outputs: Sequence[SensorOutput]
@@ -294,4 +322,4 @@ def sorted_messages(outputs: Sequence[SensorOutput]
 
 
 __all__ = ["PerceptionLoop", "PerceptionLoopConfig", "PerceptionSnapshot", "box_colour",
-           "sorted_messages"]
+           "scene_objects", "sorted_messages"]

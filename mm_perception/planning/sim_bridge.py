@@ -1,9 +1,11 @@
 """From the simulator's state to what a planner sees: map lanes, ground truth, ego state.
 
-Only the closed-loop evaluation and the data generation use this module: it turns a
+The closed-loop evaluation and the data generation use this module: it turns a
 :class:`~mm_perception.sim.simulator.SimStep` (world-frame actor states) into a
 :class:`~mm_perception.planning.observation.PlannerObservation` (everything in ``base_link``
-at the observation stamp).
+at the observation stamp). The live ``planner`` node uses :func:`load_layout` and
+:func:`map_lanes` for its static map, so that a planner sees the same lanes live as in the
+simulator.
 
 Map lanes (:func:`map_lanes`) are resampled on a fixed arc-length grid so that a learned
 policy always sees the same number of points per lane: from :data:`LANE_BEHIND_M` behind the
@@ -15,12 +17,14 @@ end headings.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
+from mm_perception.core.errors import ConfigError, KeyedConfigError
 from mm_perception.core.geometry import SE3
 from mm_perception.core.types import (
     Box3D,
@@ -208,6 +212,33 @@ def map_lanes(layout: Layout, ego_xy_yaw: tuple[float, float, float],
     return tuple(lanes[r] for r in LANE_ROLES if r in lanes)
 
 
+def load_layout(path: str | os.PathLike[str]) -> Layout:
+    """The road layout (the static map) of a YAML file: a scenario file (its ``layout:``,
+    see :mod:`mm_perception.sim.scenario`), a file with only a ``layout:`` mapping, or a bare
+    layout mapping (``{type: straight_road, lanes_per_direction: 2, ...}``). Layout
+    coordinates are world-frame metres (the simulator's odometry frame).
+
+    Raises:
+        ConfigError: unreadable file, invalid YAML, no layout in it, or an invalid layout
+            (the message starts with the path and names the key).
+    """
+    from mm_perception.core.yaml_io import load_yaml_file
+
+    source = os.fspath(path)
+    data = load_yaml_file(source, "map")
+    if isinstance(data, Mapping) and "layout" in data:
+        data, key = data["layout"], "layout"
+    elif isinstance(data, Mapping) and "type" in data:
+        key = "<map>"
+    else:
+        raise ConfigError(f"{source}: a map file is a scenario (with 'layout:') or a layout "
+                          f"mapping with a 'type'; got {type(data).__name__}")
+    try:
+        return Layout.from_dict(data, key)
+    except KeyedConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
 def ego_state(actor: ActorState, stamp_ns: int, frame_id: str = "map") -> EgoState:
     """An :class:`EgoState` (``T_world_base``, body velocity) from the simulator's ego."""
     pose = SE3.from_xy_yaw(actor.x, actor.y, actor.yaw, actor.z)
@@ -316,6 +347,7 @@ __all__ = [
     "ego_state",
     "ground_truth_objects",
     "ground_truth_tracks",
+    "load_layout",
     "map_lanes",
     "observation_from_step",
     "path_points",

@@ -49,6 +49,7 @@ from mm_perception.ros.nodes.launcher import input_remaps, node_kinds  # noqa: E
 from mm_perception.ros.nodes.set_input import sync_with_overrides  # noqa: E402
 from mm_perception.ros.params import config_dir, defaults, load_schema  # noqa: E402
 from mm_perception.ros.sensor_decoder import SensorDecoder  # noqa: E402
+from tests.ros.spin import spin_until as _spin_until  # noqa: E402
 
 pytest.importorskip("mm_perception_msgs.msg")
 
@@ -143,13 +144,7 @@ def make(context: Any, bag: BagData, weights: Path | str,
 
 def spin_until(executor: Any, condition: Callable[[], bool], timeout_s: float = 20.0,
                what: str = "condition") -> None:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        executor.spin_once(timeout_sec=0.01)
+    _spin_until(executor, condition, timeout_s, what)
 
 
 def received(node: BevFusionNode, stream: str) -> Callable[[], int]:

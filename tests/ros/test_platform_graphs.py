@@ -1,7 +1,7 @@
 """Every platform config runs in-process (``mm-perception run --config ... --bag``) on a small
 synthetic bag: all nodes configure and activate with their params files, the wiring of the
 split graph carries data from the sync node through the detectors and output-level fusion to
-the tracker, and the run ends cleanly with its summary."""
+the tracker, the planner and the safety filter, and the run ends cleanly with its summary."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def test_split_car_graph_carries_sets_to_the_tracker(car_bag: Path, tmp_path: Pa
                                                       domain_id: int) -> None:
     nodes = _run("car_split.yaml", car_bag, tmp_path, domain_id)
     assert set(nodes) == {"sync", "lidar_detector", "radar_detector", "camera_detector",
-                          "output_fusion", "tracker"}
+                          "output_fusion", "tracker", "planner", "safety_filter"}
     counts = {name: node["counts"] for name, node in nodes.items()}
     assert counts["sync"]["processed"] >= 15, counts  # 20 LiDAR sweeps in the bag
     assert counts["lidar_detector"]["processed"] >= 15, counts
@@ -64,6 +64,10 @@ def test_split_car_graph_carries_sets_to_the_tracker(car_bag: Path, tmp_path: Pa
     assert counts["camera_detector"]["processed"] >= 1, counts
     assert counts["output_fusion"]["fused"] >= 15, counts
     assert counts["tracker"]["tracked"] >= 15, counts
+    # the planner plans every 0.5 s of sim time once odometry and tracks are there, and the
+    # safety filter answers every chunk (the bag has 2 s)
+    assert counts["planner"]["planned"] >= 2 and counts["planner"]["failed"] == 0, counts
+    assert counts["safety_filter"]["published"] >= counts["planner"]["planned"] - 1, counts
 
 
 @pytest.mark.slow

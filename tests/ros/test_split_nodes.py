@@ -51,6 +51,7 @@ from mm_perception.ros.nodes.sync_node import SyncNode  # noqa: E402
 from mm_perception.ros.nodes.tracker_node import TrackerNode  # noqa: E402
 from mm_perception.ros.params import config_dir, defaults, load_schema  # noqa: E402
 from mm_perception.ros.sensor_decoder import SensorDecoder  # noqa: E402
+from tests.ros.spin import spin_until as _spin_until  # noqa: E402
 
 pytest.importorskip("mm_perception_msgs.msg")
 
@@ -138,11 +139,7 @@ def make(cls: type, context: Any, name: str | None = None, remaps: list[str] | N
 
 def spin_until(executor: Any, condition: Callable[[], bool], timeout_s: float = 10.0,
                what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        executor.spin_once(timeout_sec=0.01)
+    _spin_until(executor, condition, timeout_s, what)
 
 
 class Harness:

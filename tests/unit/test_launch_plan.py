@@ -176,9 +176,11 @@ def test_split_platform_wires_each_node_input_to_another_nodes_output() -> None:
     config = PlatformConfig.from_yaml(path)
     plans = {p.name: p for p in platform_plan(path)}
     assert set(plans) == {"sync", "lidar_detector", "radar_detector", "camera_detector",
-                          "output_fusion", "tracker"}
+                          "output_fusion", "tracker", "planner", "safety_filter"}
     scripts = console_scripts()
-    rig_topics = {s.topic for s in Rig.from_yaml(config.rig).sensors.values()}
+    # the operator's latched instruction is the one input from outside the rig and the graph
+    rig_topics = {s.topic for s in Rig.from_yaml(config.rig).sensors.values()} | {
+        "/instruction"}
     for entry in config.nodes:
         plan = plans[entry.name]
         assert plan.executable in scripts
@@ -188,6 +190,10 @@ def test_split_platform_wires_each_node_input_to_another_nodes_output() -> None:
             assert src.startswith("~/input/")
             producer = dst.split("/")[1]
             assert dst in rig_topics or (producer in plans and "/output/" in dst), (src, dst)
+    # the safety filter checks the planner's chunks against the tracker's tracks
+    safety = {e.name: e for e in config.nodes}["safety_filter"].remap
+    assert safety["~/input/action_chunk"] == "/planner/output/action_chunk"
+    assert safety["~/input/tracks"] == "/tracker/output/tracks"
 
 
 def test_platform_remap_must_map_names_to_names(tmp_path: Path) -> None:

@@ -49,13 +49,16 @@ def node_kinds() -> dict[str, type]:
     )
     from mm_perception.ros.nodes.output_fusion_node import OutputFusionNode
     from mm_perception.ros.nodes.pipeline_node import PipelineNode
+    from mm_perception.ros.nodes.planner_node import PlannerNode
+    from mm_perception.ros.nodes.safety_filter_node import SafetyFilterNode
     from mm_perception.ros.nodes.sync_node import SyncNode
     from mm_perception.ros.nodes.tracker_node import TrackerNode
 
     return {"pipeline": PipelineNode, "sync": SyncNode,
             "lidar_detector": LidarDetectorNode, "radar_detector": RadarDetectorNode,
             "camera_detector": CameraDetectorNode, "output_fusion": OutputFusionNode,
-            "tracker": TrackerNode, "bev_fusion": BevFusionNode}
+            "tracker": TrackerNode, "bev_fusion": BevFusionNode, "planner": PlannerNode,
+            "safety_filter": SafetyFilterNode}
 
 
 @dataclass(frozen=True)
