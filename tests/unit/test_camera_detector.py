@@ -118,6 +118,24 @@ def test_ignored_boxes_get_zero_heatmap_weight() -> None:
     assert t.heatmap.max() == 0.0
 
 
+@pytest.mark.parametrize("kernel", [1, 3, 5])
+def test_peaks_match_torch_max_pool(kernel: int) -> None:
+    """Peak extraction is CenterNet's: a cell survives when it equals the max-pool of its
+    window (padding -inf, as torch.max_pool2d); plateaus keep every tied cell."""
+    config = CameraDetectorConfig(peak_kernel=kernel)
+    processor = CameraProcessor(config)
+    rng = np.random.default_rng(kernel)
+    heat = rng.random((3, 17, 23)).astype(np.float32)
+    heat[1, 4:7, 4:7] = 0.99  # a plateau
+    heat[2, 0, :] = 1.0  # a plateau along the border
+    t = torch.from_numpy(heat)[None]
+    pooled = torch.nn.functional.max_pool2d(t, kernel, stride=1, padding=kernel // 2)[0].numpy()
+    expected = np.where(pooled == heat, heat, 0.0).astype(np.float32)
+    got = processor.peaks(heat)
+    assert got.dtype == np.float32 and got.shape == heat.shape
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_decode_of_nan_maps_is_finite() -> None:
     cfg = CameraDetectorConfig(score_threshold=0.0)
     proc = CameraProcessor(cfg)
@@ -282,6 +300,47 @@ def test_lift_handles_border_sky_and_empty_boxes(rig_camera: tuple[CameraModel, 
     with pytest.raises(ValueError, match="depth"):
         lift_detections(_dets(boxes[:1], labels[:1]), camera, T_base_cam, 0,
                         depth=np.zeros((10, 10), np.float32))
+
+
+def test_lifting_boxes_together_equals_lifting_each_alone(
+        rig_camera: tuple[CameraModel, SE3]) -> None:
+    """The lift handles all boxes of an image in one batch (rays, depth points, the sideways
+    slide): no box may change another's result, whatever mix of depth-placed, monocular
+    and dropped boxes the batch holds."""
+    camera, T_base_cam = rig_camera
+    truths = [Box3D(np.array([18.0, -3.0, 0.775]), np.array([4.4, 1.85, 1.55]), 0.0),
+              Box3D(np.array([9.0, 4.0, 0.775]), np.array([4.4, 1.85, 1.55]), 0.3),
+              Box3D(np.array([30.0, 1.0, 1.7]), np.array([8.5, 2.5, 3.4]), 0.0),
+              Box3D(np.array([7.0, -2.0, 0.875]), np.array([0.58, 0.58, 1.75]), 0.0)]
+    labels = (ObjectClass.CAR, ObjectClass.CAR, ObjectClass.TRUCK, ObjectClass.PEDESTRIAN)
+    boxes = np.stack([_project_box(t, camera, T_base_cam) for t in truths[:2]]
+                     + [np.array([np.nan, 1.0, 2.0, 3.0], np.float32)]  # garbage: dropped
+                     + [_project_box(t, camera, T_base_cam) for t in truths[2:]]
+                     + [np.array([100.0, 100.0, 100.0, 150.0], np.float32)])  # zero width
+    labels = (*labels[:2], ObjectClass.CAR, *labels[2:], ObjectClass.CAR)
+    # depth on the first car only (its rear face): the others are placed monocularly
+    rng = np.random.default_rng(2)
+    rear = np.stack([np.full(300, 18.0 - 2.2), rng.uniform(-3.9, -2.1, 300),
+                     rng.uniform(0.2, 1.5, 300)], axis=1)
+    depth = np.full((camera.height, camera.width), np.nan, np.float32)
+    cam = T_base_cam.inverse().apply(rear)
+    uv, ok = camera.project(cam, in_image=True)
+    px = np.floor(uv[ok] + 0.5).astype(int)
+    depth[px[:, 1], px[:, 0]] = cam[ok, 2]
+    together = lift_detections(_dets(boxes, labels), camera, T_base_cam, 5, depth=depth)
+    alone = [o for i in range(len(boxes))
+             for o in lift_detections(_dets(boxes[i:i + 1], labels[i:i + 1]), camera,
+                                      T_base_cam, 5, depth=depth)]
+    assert len(together) == len(alone) == 4
+    for a, b in zip(together, alone, strict=True):
+        assert a.label is b.label
+        np.testing.assert_allclose(a.box.center, b.box.center, atol=1e-9)
+        assert a.box.yaw == pytest.approx(b.box.yaw)
+        assert a.covariance is not None and b.covariance is not None
+        np.testing.assert_allclose(a.covariance, b.covariance, atol=1e-9)
+    for obj, truth in zip(together, truths, strict=True):
+        rng_true = np.linalg.norm(truth.center[:2] - T_base_cam.translation[:2])
+        assert np.linalg.norm(obj.box.center[:2] - truth.center[:2]) < 0.1 * rng_true
 
 
 def test_lift_config_validation() -> None:

@@ -219,10 +219,9 @@ class LiftConfig:
         return self.height_std_rel.get(cls, self.height_std_rel.get(ObjectClass.UNKNOWN, 0.3))
 
 
-def _rays_base(camera: CameraModel, T_base_cam: SE3, uv_centre: Any) -> F64:
-    """``(N, 3)`` unit rays in base_link through pixel-centre coordinates (NaN if the pixel
-    cannot be undistorted)."""
-    rays = T_base_cam.rotate(camera.unproject(np.asarray(uv_centre, np.float64).reshape(-1, 2)))
+def _unit_base(T_base_cam: SE3, rays_cam: F64) -> F64:
+    """``(N, 3)`` optical-frame rays -> unit rays in base_link (NaN rows stay NaN)."""
+    rays = T_base_cam.rotate(rays_cam)
     with np.errstate(invalid="ignore"):
         return rays / np.linalg.norm(rays, axis=1, keepdims=True)
 
@@ -258,26 +257,36 @@ def _surface_depth(values: F64, config: LiftConfig) -> float | None:
     return None
 
 
-def _depth_points(box: F64, depth: npt.NDArray[np.float32], camera: CameraModel,
-                  T_base_cam: SE3, config: LiftConfig) -> F64:
-    """Optical depths of the valid points inside the shrunk box, road points removed."""
-    x1, y1, x2, y2 = box
-    dx, dy = (x2 - x1) * config.box_shrink, (y2 - y1) * config.box_shrink
+def _depth_points(boxes: F64, depth: npt.NDArray[np.float32], camera: CameraModel,
+                  T_base_cam: SE3, config: LiftConfig) -> list[F64]:
+    """Per box of ``boxes`` ``(M, 4)`` (pixel edges, clipped to the image): the optical
+    depths of the valid points inside the shrunk box, road points removed. All boxes' pixels
+    are unprojected in one call (the undistortion is iterative: per-call overhead dominates
+    for the few hundred pixels of a box)."""
     h, w = depth.shape
-    c0, c1 = max(math.floor(x1 + dx), 0), min(math.ceil(x2 - dx), w)
-    r0, r1 = max(math.floor(y1 + dy), 0), min(math.ceil(y2 - dy), h)
-    if c1 <= c0 or r1 <= r0:
-        return np.zeros(0)
-    patch = depth[r0:r1, c0:c1].astype(np.float64)
-    rows, cols = np.nonzero(np.isfinite(patch) & (patch > 0))
-    if rows.size == 0:
-        return np.zeros(0)
-    z = patch[rows, cols]
-    uv = np.stack([cols + c0, rows + r0], axis=1).astype(np.float64)  # pixel centres
-    pts = T_base_cam.apply(camera.unproject(uv, z))
+    uv_parts: list[F64] = []
+    z_parts: list[F64] = []
+    for x1, y1, x2, y2 in boxes:
+        dx, dy = (x2 - x1) * config.box_shrink, (y2 - y1) * config.box_shrink
+        c0, c1 = max(math.floor(x1 + dx), 0), min(math.ceil(x2 - dx), w)
+        r0, r1 = max(math.floor(y1 + dy), 0), min(math.ceil(y2 - dy), h)
+        if c1 <= c0 or r1 <= r0:
+            uv_parts.append(np.zeros((0, 2)))
+            z_parts.append(np.zeros(0))
+            continue
+        patch = depth[r0:r1, c0:c1].astype(np.float64)
+        rows, cols = np.nonzero(np.isfinite(patch) & (patch > 0))
+        z_parts.append(patch[rows, cols])
+        uv_parts.append(np.stack([cols + c0, rows + r0], axis=1).astype(np.float64))  # centres
+    counts = [z.size for z in z_parts]
+    if sum(counts) == 0:
+        return [np.zeros(0) for _ in counts]
+    z_all = np.concatenate(z_parts)
+    pts = T_base_cam.apply(camera.unproject(np.concatenate(uv_parts), z_all))
     keep = np.isfinite(pts).all(axis=1) & (pts[:, 2] > config.ground_z
                                            + config.ground_clearance_m)
-    return z[keep]
+    bounds = np.cumsum([0, *counts])
+    return [z_all[a:b][keep[a:b]] for a, b in itertools.pairwise(bounds)]
 
 
 def _covariance(heading: float, sigma_along: float, sigma_across: float, sigma_z: float,
@@ -338,7 +347,10 @@ def lift_detections(dets: Detections2D, camera: CameraModel, T_base_cam: SE3, st
         level = np.array([1.0, 0.0, 0.0])
     forward = level / np.linalg.norm(level)
     f = max(camera.fx, camera.fy)
-    out: list[DetectedObject] = []
+
+    # boxes that can be placed at all, clipped to the image (pixel edges)
+    index: list[int] = []
+    clipped: list[tuple[float, float, float, float]] = []
     for k in range(len(dets)):
         box = np.asarray(dets.boxes[k], np.float64)
         if not np.all(np.isfinite(box)):
@@ -347,34 +359,49 @@ def lift_detections(dets: Detections2D, camera: CameraModel, T_base_cam: SE3, st
         y1, y2 = np.clip(box[[1, 3]], 0.0, camera.height)
         if x2 - x1 <= 0 or y2 - y1 <= 0:
             continue
-        label = dets.labels[k]
+        index.append(k)
+        clipped.append((float(x1), float(y1), float(x2), float(y2)))
+    if not index:
+        return []
+    boxes = np.array(clipped)
+    # every unprojection of the method for all boxes at once (see _depth_points): rays
+    # (pixel centres) through each box's centre, bottom-centre and top-centre
+    u_c = (boxes[:, 0] + boxes[:, 2]) / 2 - 0.5
+    v_c = (boxes[:, 1] + boxes[:, 3]) / 2 - 0.5
+    uv = np.stack([np.stack([u_c, v_c], axis=1), np.stack([u_c, boxes[:, 3] - 0.5], axis=1),
+                   np.stack([u_c, boxes[:, 1] - 0.5], axis=1)], axis=1)
+    rays_cam = camera.unproject(uv.reshape(-1, 2))  # (3 M, 3), z = 1
+    rays = _unit_base(T_base_cam, rays_cam).reshape(-1, 3, 3)
+    rays_cam = rays_cam.reshape(-1, 3, 3)
+    z_points = (_depth_points(boxes, depth, camera, T_base_cam, cfg) if depth is not None
+                else None)
+
+    # per box: the nearest point's distance, then the centre before the sideways slide
+    placed: list[int] = []  # rows of `boxes`
+    centres: list[F64] = []
+    yaws: list[float] = []
+    sigmas: list[tuple[float, float, float, float]] = []  # along, across (nan: later), z, heading
+    for m in range(len(index)):
+        label = dets.labels[index[m]]
         size = cfg.prior(label)
-        u_c = (x1 + x2) / 2 - 0.5
-        # rays (pixel centres) through the box centre, bottom-centre and top-centre
-        rays = _rays_base(camera, T_base_cam,
-                          [[u_c, (y1 + y2) / 2 - 0.5], [u_c, y2 - 0.5], [u_c, y1 - 0.5]])
-        if not np.all(np.isfinite(rays)) or rays[0] @ forward <= 1e-6:
+        x1, y1, x2, y2 = boxes[m]
+        if not np.all(np.isfinite(rays[m])) or rays[m, 0] @ forward <= 1e-6:
             continue
-        r_centre, r_bottom, r_top = rays
+        r_centre, r_bottom, r_top = rays[m]
         heading = math.atan2(r_centre[1], r_centre[0])
         yaw = heading if cfg.yaw_mode == "ray" else 0.0
         centre: F64 | None = None
-        sigma_along = sigma_across = sigma_z = 0.0
-        if depth is not None:
-            z_points = _depth_points(np.array([x1, y1, x2, y2]), depth, camera, T_base_cam, cfg)
-            z_near = _surface_depth(z_points, cfg)
-            if z_near is not None and z_near > 0:
-                behind = _support(size, yaw, optical_axis)
-                z_centre = z_near + behind
-                ray_cam = camera.unproject([[u_c, (y1 + y2) / 2 - 0.5]])[0]  # z = 1
-                centre = _refine_lateral(T_base_cam.apply(ray_cam * z_centre), size, yaw,
-                                         (x1, x2), (y1 + y2) / 2 - 0.5, camera, T_base_cam,
-                                         forward)
-                rng = z_centre * float(np.linalg.norm(ray_cam))
-                sigma_along = cfg.depth_std_m + cfg.depth_std_rel * z_near + 0.15 * behind
-                sigma_across = rng * cfg.pixel_std / f + 0.1
-                sigma_z = sigma_across + 0.1 * size[2]
-        if centre is None:
+        z_near = _surface_depth(z_points[m], cfg) if z_points is not None else None
+        if z_near is not None and z_near > 0:
+            behind = _support(size, yaw, optical_axis)
+            z_centre = z_near + behind
+            ray_cam = rays_cam[m, 0]
+            centre = T_base_cam.apply(ray_cam * z_centre)
+            rng = z_centre * float(np.linalg.norm(ray_cam))
+            sigma_across = rng * cfg.pixel_std / f + 0.1
+            sigmas.append((cfg.depth_std_m + cfg.depth_std_rel * z_near + 0.15 * behind,
+                           sigma_across, sigma_across + 0.1 * size[2], heading))
+        else:
             near, sigma = _monocular_distance(r_bottom, r_top, (y1, y2), camera, cam_height,
                                               size[2], cfg.height_rel(label), f, forward, cfg)
             if near is None:
@@ -382,12 +409,28 @@ def lift_detections(dets: Detections2D, camera: CameraModel, T_base_cam: SE3, st
             behind = _support(size, yaw, forward)
             centre = cam_pos + r_centre * ((near + behind) / float(r_centre @ forward))
             centre[2] = cfg.ground_z + size[2] / 2
-            centre = _refine_lateral(centre, size, yaw, (x1, x2), (y1 + y2) / 2 - 0.5, camera,
-                                     T_base_cam, forward)
+            # the range, hence the sideways sigma, is taken after the slide
+            sigmas.append((sigma + 0.15 * behind, math.nan, 0.1 * size[2] + 0.1, heading))
+        placed.append(m)
+        centres.append(centre)
+        yaws.append(yaw)
+    if not placed:
+        return []
+    rows = np.array(placed)
+    sizes = np.array([cfg.prior(dets.labels[index[m]]) for m in placed], np.float64)
+    slid = _refine_lateral(np.array(centres), sizes, np.array(yaws), u_c[rows], v_c[rows],
+                           rays[rows, 0], camera, T_base_cam, forward)
+
+    out: list[DetectedObject] = []
+    for j, m in enumerate(placed):
+        k = index[m]
+        label = dets.labels[k]
+        size = cfg.prior(label)
+        centre, yaw = slid[j], yaws[j]
+        sigma_along, sigma_across, sigma_z, heading = sigmas[j]
+        if math.isnan(sigma_across):
             rng = math.hypot(centre[0] - cam_pos[0], centre[1] - cam_pos[1])
-            sigma_along = sigma + 0.15 * behind
             sigma_across = rng * cfg.pixel_std / f + 0.1
-            sigma_z = 0.1 * size[2] + 0.1
         dist = float((centre - cam_pos) @ forward) - _support(size, yaw, forward)
         if not (np.all(np.isfinite(centre)) and cfg.min_depth_m <= dist <= cfg.max_depth_m):
             continue
@@ -402,39 +445,73 @@ def lift_detections(dets: Detections2D, camera: CameraModel, T_base_cam: SE3, st
     return out
 
 
-def _refine_lateral(centre: F64, size: tuple[float, float, float], yaw: float,
-                    columns: tuple[float, float], v: float, camera: CameraModel,
-                    T_base_cam: SE3, forward: F64, iterations: int = 3) -> F64:
-    """Slide the box sideways (keeping its forward distance) until its projection's
-    horizontal middle matches the detection's.
+def _box_corners(centres: F64, sizes: F64, yaws: F64) -> F64:
+    """``(M, 8, 3)`` corners of upright boxes (``Box3D.corners`` for many boxes)."""
+    sx = np.array([1, -1, -1, 1, 1, -1, -1, 1], np.float64)
+    sy = np.array([1, 1, -1, -1, 1, 1, -1, -1], np.float64)
+    sz = np.array([-1, -1, -1, -1, 1, 1, 1, 1], np.float64)
+    x = sx * sizes[:, :1] / 2
+    y = sy * sizes[:, 1:2] / 2
+    z = sz * sizes[:, 2:3] / 2
+    c, s = np.cos(yaws)[:, None], np.sin(yaws)[:, None]
+    return np.stack([c * x - s * y, s * x + c * y, z], axis=2) + centres[:, None, :]
+
+
+def _refine_lateral(centres: F64, sizes: F64, yaws: F64, target_u: F64, v: F64,
+                    target_rays: F64, camera: CameraModel, T_base_cam: SE3, forward: F64,
+                    iterations: int = 3) -> F64:
+    """Slide each box sideways (keeping its forward distance) until its projection's
+    horizontal middle matches the detection's; all boxes together, one projection and one
+    unprojection per iteration.
 
     The middle of a 2D box is not the projection of the 3D centre for a near object seen
     obliquely (its near side face widens the box on one side): the box-centre ray misses the
     centre by up to a metre there. Both sides are clipped to the image, so a box cut by the
-    border is compared like for like. Returns ``centre`` unchanged if the box cannot be
-    projected.
+    border is compared like for like. A box stops moving when it is within 0.05 px, cannot be
+    projected or its rays do not point forward (then it keeps its last centre).
+
+    Args:
+        centres: ``(M, 3)`` box centres in base_link; sizes ``(M, 3)``, yaws ``(M,)``.
+        target_u, v: ``(M,)`` the detections' middle column and row (pixel centres).
+        target_rays: ``(M, 3)`` unit base_link rays through ``(target_u, v)``.
+
+    Returns:
+        ``(M, 3)`` slid centres.
     """
     cam_pos = T_base_cam.translation
     T_cam_base = T_base_cam.inverse()
     perp = np.array([-forward[1], forward[0], 0.0])
-    x1, x2 = columns
-    target_u = (x1 + x2) / 2 - 0.5  # pixel-centre convention, like uv below
-    out = centre.copy()
+    out = np.array(centres, np.float64, copy=True)
+    active = np.ones(out.shape[0], dtype=bool)
     for _ in range(iterations):
-        uv, valid = camera.project(T_cam_base.apply(Box3D(out, np.array(size), yaw).corners()))
-        if not valid.all():
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
             break
-        lo = float(np.clip(uv[:, 0].min() + 0.5, 0.0, camera.width))  # edges, clipped
-        hi = float(np.clip(uv[:, 0].max() + 0.5, 0.0, camera.width))
-        proj_u = (lo + hi) / 2 - 0.5
-        if abs(proj_u - target_u) < 0.05 or hi <= lo:
+        corners = _box_corners(out[idx], sizes[idx], yaws[idx])
+        uv, corner_ok = camera.project(T_cam_base.apply(corners.reshape(-1, 3)))
+        uv = uv.reshape(-1, 8, 2)
+        valid = np.all(corner_ok.reshape(-1, 8), axis=1)
+        with np.errstate(invalid="ignore"):
+            lo = np.clip(uv[:, :, 0].min(axis=1) + 0.5, 0.0, camera.width)  # edges, clipped
+            hi = np.clip(uv[:, :, 0].max(axis=1) + 0.5, 0.0, camera.width)
+            proj_u = (lo + hi) / 2 - 0.5
+            go = valid & ~(np.abs(proj_u - target_u[idx]) < 0.05) & (hi > lo)
+        active[idx[~go]] = False
+        idx, proj_u = idx[go], proj_u[go]
+        if idx.size == 0:
             break
-        rays = _rays_base(camera, T_base_cam, [[target_u, v], [proj_u, v]])
-        ahead = rays @ forward
-        if not np.all(np.isfinite(rays)) or np.any(ahead <= 1e-6):
-            break
-        slope = rays @ perp / ahead  # sideways metres per metre forward
-        out = out + perp * float((out - cam_pos) @ forward) * float(slope[0] - slope[1])
+        r_target = target_rays[idx]
+        r_proj = _unit_base(T_base_cam, camera.unproject(np.stack([proj_u, v[idx]], axis=1)))
+        ahead_t, ahead_p = r_target @ forward, r_proj @ forward
+        with np.errstate(invalid="ignore"):
+            ok = (np.isfinite(r_target).all(axis=1) & np.isfinite(r_proj).all(axis=1)
+                  & (ahead_t > 1e-6) & (ahead_p > 1e-6))
+        active[idx[~ok]] = False
+        idx, r_target, r_proj = idx[ok], r_target[ok], r_proj[ok]
+        ahead_t, ahead_p = ahead_t[ok], ahead_p[ok]
+        slope_diff = (r_target @ perp) / ahead_t - (r_proj @ perp) / ahead_p
+        along = (out[idx] - cam_pos) @ forward
+        out[idx] = out[idx] + perp * along[:, None] * slope_diff[:, None]
     return out
 
 
