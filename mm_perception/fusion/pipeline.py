@@ -123,6 +123,10 @@ class PipelineConfig:
         bev: the feature-level detector of the ``feature`` list (weights folder, runtime
             backend; None: the committed default weights on ONNX Runtime). Only loaded when
             ``feature`` is in ``lists``.
+        camera_threads: torch's intra-op CPU threads for the camera detector (None: torch's
+            default, one per core). Process-wide in torch. On a small CPU that other
+            processes share (a live graph), 1 avoids the pool's threads waiting on each other
+            for a core: measured on 2 cores, the live p99 processing time fell from 73 to 52 ms.
 
     Raises:
         ConfigError: unknown list names, ``track_lists`` not within ``lists``, wrong types.
@@ -140,6 +144,7 @@ class PipelineConfig:
     tracking_frame: str = "odom"
     use_cameras: bool = True
     bev: BevDetectorConfig | None = None
+    camera_threads: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lists", _names(self.lists, "lists"))
@@ -161,6 +166,11 @@ class PipelineConfig:
         if not isinstance(self.use_cameras, bool):
             raise ConfigError(f"PipelineConfig.use_cameras must be a bool, got "
                               f"{self.use_cameras!r}")
+        if self.camera_threads is not None and (
+                isinstance(self.camera_threads, bool) or not isinstance(self.camera_threads, int)
+                or self.camera_threads < 1):
+            raise ConfigError(f"PipelineConfig.camera_threads must be an integer >= 1 or None, "
+                              f"got {self.camera_threads!r}")
         if not isinstance(self.tracking_frame, str) or not self.tracking_frame:
             raise ConfigError(f"PipelineConfig.tracking_frame must be a non-empty string, "
                               f"got {self.tracking_frame!r}")
@@ -429,7 +439,8 @@ class PerceptionPipeline:
             from mm_perception.detection.camera.detector import CameraDetector
 
             weights = None if self._cfg.camera_weights is None else Path(self._cfg.camera_weights)
-            self._camera_detector = CameraDetector.load(weights)
+            self._camera_detector = CameraDetector.load(weights,
+                                                        threads=self._cfg.camera_threads)
         return self._camera_detector
 
     @property

@@ -76,6 +76,9 @@ def test_config_is_validated() -> None:
         PipelineConfig(lists=("lidar",), track_lists=("radar",))
     with pytest.raises(ConfigError, match="tracking_frame"):
         PipelineConfig(tracking_frame="")
+    for threads in (0, 1.5, True):
+        with pytest.raises(ConfigError, match="camera_threads"):
+            PipelineConfig(camera_threads=threads)  # type: ignore[arg-type]
     # every list but the BEV model's (it needs trained weights), in report order
     assert PipelineConfig().lists == DEFAULT_LISTS == LIST_NAMES[:-1]
     assert PipelineConfig().track_lists == DEFAULT_LISTS
@@ -194,3 +197,25 @@ def test_camera_frame_with_objects_at_the_border(rig: Rig) -> None:
     for obj in res.objects["data"]:
         if np.hypot(*(obj.box.center[:2] - [20.0, 0.0])) < 1.5:
             assert obj.score <= lidar[0].score + 1e-9
+
+
+@pytest.mark.parametrize(("threads", "expected"), [(1, 1), (3, 3), (0, None)])
+def test_inference_threads_parameter_reaches_the_camera_detector(
+        rig: Rig, threads: int, expected: int | None) -> None:
+    """The nodes' ``inference_threads`` (0 = the library default) becomes the pipeline's
+    camera_threads, which the camera detector applies to torch when it is loaded."""
+    import torch
+
+    from mm_perception.ros.nodes.pipeline_config import pipeline_from_params
+    from mm_perception.ros.params import defaults, load_schema
+
+    params = {**defaults(load_schema("pipeline")), "rig_file": str(RIG),
+              "inference_threads": threads}
+    built = pipeline_from_params(rig, params)
+    assert built.config.camera_threads == expected
+    before = torch.get_num_threads()
+    try:
+        built.camera_detector()
+        assert torch.get_num_threads() == (before if expected is None else expected)
+    finally:
+        torch.set_num_threads(before)

@@ -125,10 +125,12 @@ class CameraDetector:
         net: the trained network (put in eval mode here).
         processor: its processor (normalisation saved with the weights).
         device: torch device string.
+        threads: torch's intra-op CPU thread count (None: torch's default, one per core).
+            Process-wide in torch: it applies to every torch model of the process.
     """
 
     def __init__(self, net: CameraDetectorNet, processor: CameraProcessor,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", threads: int | None = None) -> None:
         import torch
 
         from mm_perception.detection.camera.model import CameraDetectorInference
@@ -136,6 +138,11 @@ class CameraDetector:
         if net.config != processor.config:
             raise ConfigError("CameraDetector: the network and the processor have different "
                               "configs")
+        if threads is not None:
+            if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+                raise ConfigError(f"CameraDetector threads must be an integer >= 1 or None, "
+                                  f"got {threads!r}")
+            torch.set_num_threads(threads)
         self.config = net.config
         self.processor = processor
         self.device = torch.device(device)
@@ -145,8 +152,10 @@ class CameraDetector:
         self.score_classes: tuple[ObjectClass, ...] = (*self.classes, ObjectClass.UNKNOWN)
 
     @classmethod
-    def load(cls, path: str | Path | None = None, device: str = "cpu") -> CameraDetector:
-        """Load a weights folder (``None``: the committed default weights).
+    def load(cls, path: str | Path | None = None, device: str = "cpu",
+             threads: int | None = None) -> CameraDetector:
+        """Load a weights folder (``None``: the committed default weights); ``device`` and
+        ``threads`` as the constructor's.
 
         Raises:
             FileNotFoundError: a file is missing (the message names it).
@@ -166,7 +175,7 @@ class CameraDetector:
             config, json.loads(files[PROCESSOR_FILE].read_text(encoding="utf-8")))
         net = CameraDetectorNet(config)
         load_state_dict(net, files[WEIGHTS_FILE], files[CONFIG_FILE])
-        return cls(net, processor, device)
+        return cls(net, processor, device, threads)
 
     def save(self, folder: str | Path) -> None:
         """Write ``camera_detector.pt`` + ``config.json`` + ``processor.json`` to ``folder``."""

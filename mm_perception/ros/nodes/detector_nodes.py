@@ -330,7 +330,8 @@ class CameraDetectorNode(DetectorNode):
         from mm_perception.detection.camera.detector import CameraDetector
 
         weights = params["camera_weights_dir"] or None
-        self.detector = CameraDetector.load(Path(weights) if weights else None)
+        self.detector = CameraDetector.load(Path(weights) if weights else None,
+                                            threads=int(params["inference_threads"]) or None)
         model = self.spec.intrinsics
         shape = (model.height, model.width, 3) if model is not None else (480, 640, 3)
         self.detector.detect(np.zeros(shape, np.uint8))  # warm-up: the first run is slow

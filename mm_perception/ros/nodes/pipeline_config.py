@@ -22,18 +22,21 @@ def pipeline_from_params(rig: Rig, params: Mapping[str, Any]) -> Any:
     from mm_perception.fusion.pipeline import PerceptionPipeline, PipelineConfig
     from mm_perception.tracking.tracker import TrackerConfig
 
+    threads = int(params["inference_threads"]) or None  # 0: the libraries' defaults
     bev = None
     if "feature" in params["lists"]:
         # the BEV detector config is only built for the list that uses it (its module is
         # light; the ONNX Runtime session is made by the pipeline)
         from mm_perception.fusion.feature_level.detector import BevDetectorConfig
+        from mm_perception.runtime import RuntimeConfig
 
-        bev = BevDetectorConfig(weights=params.get("bev_weights_dir") or None)
+        bev = BevDetectorConfig(weights=params.get("bev_weights_dir") or None,
+                                runtime=RuntimeConfig(intra_op_threads=threads))
     cfg = PipelineConfig(
         lists=tuple(params["lists"]), track_lists=tuple(params["track_lists"]),
         use_cameras=params["use_cameras"],
         camera_weights=params["camera_weights_dir"] or None,
-        tracking_frame=params["tracking_frame"], bev=bev,
+        tracking_frame=params["tracking_frame"], bev=bev, camera_threads=threads,
         tracker=replace(TrackerConfig(), confirm_hits=params["tracker.confirm_hits"],
                         max_coast_s=params["tracker.max_coast_s"]))
     pipeline = PerceptionPipeline(rig, cfg)

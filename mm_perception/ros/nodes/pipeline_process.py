@@ -47,12 +47,14 @@ class PipelineProcessError(MMPerceptionError):
     """The pipeline process failed on a set (the message has its traceback) or died."""
 
 
-def warm_up(pipeline: Any, rig: Any, params: Mapping[str, Any], sets: int = 3) -> str:
+def warm_up(pipeline: Any, rig: Any, params: Mapping[str, Any], sets: int = 3
+            ) -> tuple[str, Any]:
     """Run the chain on a few sets of a small synthetic scene for the rig, then forget the
     tracks: the first real sets would otherwise pay for the detector's first inferences
     (allocator, kernels), lazy imports and first calls, over a second on the first set while
-    the next ones pile up and are dropped. Returns "" or why it was skipped (a rig the
-    synthetic scene cannot simulate: the node still works, the first sets are slower)."""
+    the next ones pile up and are dropped. Returns ("" or why it was skipped (a rig the
+    synthetic scene cannot simulate: the node still works, the first sets are slower), the
+    last warm-up result or None)."""
     import tempfile
 
     from mm_perception.bag.offline import OfflineConfig, OfflineReplay
@@ -61,6 +63,7 @@ def warm_up(pipeline: Any, rig: Any, params: Mapping[str, Any], sets: int = 3) -
 
     compressed = any(getattr(s.sensor_model, "compressed", False)
                      for s in rig.of_kind(SensorKind.CAMERA))
+    result = None
     try:
         with tempfile.TemporaryDirectory(prefix="mm_perception_warmup_") as tmp:
             bag = f"{tmp}/warmup"
@@ -69,12 +72,12 @@ def warm_up(pipeline: Any, rig: Any, params: Mapping[str, Any], sets: int = 3) -
             replay = OfflineReplay(rig, OfflineConfig(max_sets=sets))
             with BagSource(bag) as src:
                 for sensor_set in replay.run(src):
-                    pipeline.process(sensor_set, replay.odometry)
+                    result = pipeline.process(sensor_set, replay.odometry)
     except Exception as exc:  # an optimisation only: never a reason to fail configure
-        return f"warm-up skipped ({type(exc).__name__}: {exc})"
+        return f"warm-up skipped ({type(exc).__name__}: {exc})", None
     finally:
         pipeline.reset()
-    return ""
+    return "", result
 
 
 def _without_debug(result: Any) -> Any:
@@ -92,11 +95,16 @@ def _serve(conn: Any, params: dict[str, Any], keep_debug: bool) -> None:
     try:
         rig = load_live_rig(params["rig_file"])
         pipeline = pipeline_from_params(rig, params)
-        note = warm_up(pipeline, rig, params)
+        note, sample = warm_up(pipeline, rig, params)
     except Exception as exc:  # reported to configure, which fails with it
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ready", tuple(pipeline.lists), note))
+    if sample is not None and not keep_debug:
+        sample = _without_debug(sample)
+    # the sample result makes the parent import the modules of every result type now, at
+    # configure: unpickling the first real result would otherwise import them (the camera
+    # detector's with cv2: 20 ms, in the first set's latency)
+    conn.send(("ready", tuple(pipeline.lists), note, sample))
     odometry: OdometryBuffer | None = None
     while True:
         try:
