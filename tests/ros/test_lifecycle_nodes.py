@@ -5,6 +5,7 @@ publishers (checked on the node and in the ROS graph)."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from typing import Any
 
@@ -109,6 +110,9 @@ def test_pipeline_process_lives_from_configure_to_cleanup(node: PipelineNode) ->
     child = node.pipeline
     assert isinstance(child, PipelineProcess) and child.alive()
     assert set(child.lists) == {"lidar", "radar", "output"}
+    # both heaps frozen at configure (the node's by the base class, for every node): no
+    # full garbage collection stalls a set later
+    assert child.frozen_objects > 10_000 and gc.get_freeze_count() > 10_000
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     assert child.alive()  # inactive keeps the configured components

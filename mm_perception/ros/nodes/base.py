@@ -35,6 +35,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 
 from mm_perception.core.errors import ConfigError
+from mm_perception.core.heap import freeze_heap
 from mm_perception.ros.nodes.health import HealthConfig, HealthMonitor, Level, Status
 from mm_perception.ros.params import declare_from_schema, load_schema, read_validated
 
@@ -243,6 +244,9 @@ class ManagedNode(LifecycleNode):
             self._release_all()
             return TransitionCallbackReturn.ERROR
         self.last_error = None
+        # start-up objects (models, imports) out of the collector's reach: a full collection
+        # walking them would stall a callback later (see freeze_heap)
+        freeze_heap()
         self.get_logger().info(f"configured ({self.KIND})")
         return super().on_configure(state)
 

@@ -21,6 +21,7 @@ there, and is stopped at cleanup.
 from __future__ import annotations
 
 import copyreg
+import gc
 import multiprocessing
 import threading
 import traceback
@@ -31,6 +32,7 @@ from typing import Any
 
 from mm_perception.core.ego_motion import OdometryBuffer
 from mm_perception.core.errors import ConfigError, MMPerceptionError
+from mm_perception.core.heap import freeze_heap
 from mm_perception.core.types import SensorKind, SensorSet
 
 
@@ -101,10 +103,11 @@ def _serve(conn: Any, params: dict[str, Any], keep_debug: bool) -> None:
         return
     if sample is not None and not keep_debug:
         sample = _without_debug(sample)
+    freeze_heap()
     # the sample result makes the parent import the modules of every result type now, at
     # configure: unpickling the first real result would otherwise import them (the camera
     # detector's with cv2: 20 ms, in the first set's latency)
-    conn.send(("ready", tuple(pipeline.lists), note, sample))
+    conn.send(("ready", tuple(pipeline.lists), note, sample, gc.get_freeze_count()))
     odometry: OdometryBuffer | None = None
     while True:
         try:
@@ -164,6 +167,8 @@ class PipelineProcess:
         self.lists: tuple[str, ...] = msg[1]
         #: why the warm-up was skipped ("" when it ran)
         self.warm_up_note: str = msg[2]
+        #: objects the child froze after its warm-up (:func:`freeze_heap`)
+        self.frozen_objects: int = msg[4]
 
     @property
     def pid(self) -> int | None:
