@@ -301,8 +301,12 @@ class ActorState:
     def point_velocity(self, points_world: F64) -> F64:
         """``(N, 3)`` world velocity of rigid points of this actor (v + omega x r), m/s."""
         r = np.asarray(points_world, dtype=np.float64) - np.array([self.x, self.y, self.z])
-        omega = np.array([0.0, 0.0, self.yaw_rate])
-        return self.velocity() + np.cross(omega, r)
+        # omega x r with omega = (0, 0, w), written out term by term as np.cross computes it
+        # (same signed zeros; np.cross costs ~30 us on a few points)
+        w = self.yaw_rate
+        x, y, z = r[..., 0], r[..., 1], r[..., 2]
+        spin = np.stack([0.0 * z - w * y, w * x - 0.0 * z, 0.0 * y - 0.0 * x], axis=-1)
+        return self.velocity() + spin
 
 
 __all__ = ["MATERIALS", "SHAPES", "ActorModel", "ActorPart", "ActorState", "Lighting",
