@@ -26,6 +26,13 @@ Outputs (:class:`CameraImages`):
 - ``instance``: ``(H, W) int32`` actor id (>= 1) of the surface seen; -1 for static
   geometry, ground, sky and invalid pixels.
 
+Threads: every GL call of a camera runs on its own worker thread (OpenGL contexts are
+per-thread), with its own copy of the world's actor poses taken when the frame is asked for.
+:meth:`CameraSim.render_async` returns at once with a future, so the caller can cast LiDAR
+rays and step the traffic while the frame renders (MuJoCo's render and read-back calls release
+the GIL): the simulator resolves the frame at the end of its step. The images are the same
+as a synchronous render's.
+
 Frames: ``T_base_cam`` places the camera *optical* frame (z forward, x right, y down) in
 ``base_link``; MuJoCo's OpenGL camera looks along its -z with y up, i.e. its forward axis is
 optical +z and its up axis is optical -y. The ego's own body is hidden from every camera
@@ -37,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from concurrent.futures import Future
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -51,7 +59,7 @@ import numpy.typing as npt
 from mm_perception.core.camera import CameraModel
 from mm_perception.core.errors import ConfigError
 from mm_perception.core.geometry import SE3
-from mm_perception.sim.world import GROUP_EGO, STATIC_ID, MujocoWorld
+from mm_perception.sim.world import GROUP_EGO, STATIC_ID, MujocoWorld, WorldWorker
 
 F64 = npt.NDArray[np.float64]
 def _gl_context(width: int, height: int) -> Any:
@@ -180,11 +188,14 @@ class CameraSim:
         # the offscreen framebuffer is sized from the model when a context is made
         model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), w)
         model.vis.global_.offheight = max(int(model.vis.global_.offheight), h)
-        self._gl = _gl_context(w, h)
-        self._gl.make_current()
-        self._ctx = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_100.value)
-        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN.value, self._ctx)
-        self._ctx.readDepthMap = mujoco.mjtDepthMap.mjDEPTH_ZEROFAR
+        # the GL context is made, used and freed on this one thread (see the module docstring)
+        self._worker: WorldWorker | None = WorldWorker(world, "camera_sim")
+        try:
+            self._worker.call(self._make_context, w, h)
+        except BaseException:
+            self._worker.close()
+            self._worker = None
+            raise
         self._rect = mujoco.MjrRect(0, 0, w, h)
         self._scene = mujoco.MjvScene(model, maxgeom=int(model.ngeom) + 100)
         self._option = mujoco.MjvOption()
@@ -197,6 +208,15 @@ class CameraSim:
         self._rgb_buf = np.empty((h, w, 3), dtype=np.uint8)
         self._seg_buf = np.empty((h, w, 3), dtype=np.uint8)
         self._depth_buf = np.empty((h, w), dtype=np.float32)
+
+    def _make_context(self, width: int, height: int) -> None:
+        """(worker thread) The offscreen GL context and MuJoCo's render context."""
+        self._gl = _gl_context(width, height)
+        self._gl.make_current()
+        self._ctx = mujoco.MjrContext(self.world.model,
+                                      mujoco.mjtFontScale.mjFONTSCALE_100.value)
+        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN.value, self._ctx)
+        self._ctx.readDepthMap = mujoco.mjtDepthMap.mjDEPTH_ZEROFAR
 
     # ------------------------------------------------------------------ geometry
 
@@ -291,11 +311,28 @@ class CameraSim:
             :class:`CameraImages` at the rig camera's resolution (depth / instance None
             when disabled).
         """
-        if self._ctx is None or self._gl is None:
+        return self.render_async(T_world_base).result()
+
+    def render_async(self, T_world_base: SE3) -> Future[CameraImages]:
+        """:meth:`render` on the camera's thread: the world's actor poses are copied now,
+        so the caller may move the world on while the frame renders.
+
+        Returns:
+            a future of the :class:`CameraImages` (frames are rendered in the order asked).
+
+        Raises:
+            RuntimeError: the camera is closed.
+        """
+        if self._worker is None or self._ctx is None:
             raise RuntimeError("CameraSim is closed")
+        return self._worker.submit(self._render, T_world_base)
+
+    def _render(self, data: mujoco.MjData, T_world_base: SE3) -> CameraImages:
+        """(worker thread) One frame of the actors in ``data``."""
+        assert self._ctx is not None and self._gl is not None
         world = self.world
         self._gl.make_current()
-        mujoco.mjv_updateScene(world.model, world.data, self._option, None, self._free_cam,
+        mujoco.mjv_updateScene(world.model, data, self._option, None, self._free_cam,
                                mujoco.mjtCatBit.mjCAT_ALL.value, self._scene)
         self._set_camera(T_world_base @ self.T_base_cam)
 
@@ -370,7 +407,19 @@ class CameraSim:
     # ------------------------------------------------------------------ lifetime
 
     def close(self) -> None:
-        """Free the GL context (idempotent)."""
+        """Free the GL context and stop the camera's thread (idempotent; waits for frames
+        still rendering)."""
+        worker = getattr(self, "_worker", None)  # a constructor that failed early has none
+        if worker is None:
+            return
+        self._worker = None
+        try:
+            worker.call(self._free_context)
+        finally:
+            worker.close()
+
+    def _free_context(self) -> None:
+        """(worker thread) Free MuJoCo's render context and the GL context."""
         if self._ctx is not None and self._gl is not None:
             self._gl.make_current()
             self._ctx.free()

@@ -11,6 +11,9 @@ when they measure it:
   carry that time (relative to the sweep start, the header stamp). A moving ego therefore
   gives real motion distortion, which deskewing removes exactly.
 - cameras, radars and odometry are sampled at their rates with a fixed per-sensor phase.
+  A camera frame renders on the camera's own thread (MuJoCo's render calls release the GIL)
+  with the actor poses copied at its time, while the step goes on with the traffic and the
+  LiDAR slices; the step waits for it at its end and puts it in its place among the outputs.
 
 Every random draw comes from a generator seeded by (scenario seed, sensor, event index), so a
 run is a pure function of (scenario, seed, rig, config): same inputs, byte-identical outputs.
@@ -24,7 +27,8 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,6 +166,17 @@ class _Sweep:
     local: list[np.ndarray] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """A sensor output still being computed on a sensor's thread (a camera frame):
+    ``finish()`` waits for it and builds its output and ground truth, which go to their
+    places in the step's lists."""
+
+    finish: Callable[[], tuple[SensorOutput, GroundTruthFrame]]
+    output_slot: int
+    truth_slot: int
+
+
 def _interp_state(a: ActorState, b: ActorState, alpha: float) -> ActorState:
     dyaw = math.remainder(b.yaw - a.yaw, 2 * math.pi)
     return ActorState(a.actor_id, a.x + alpha * (b.x - a.x), a.y + alpha * (b.y - a.y),
@@ -193,9 +208,11 @@ class Simulator:
         self.scenario: Scenario | None = None
         self._world: Any = None
         self._sensors: dict[str, Any] = {}
+        self._pending: list[_Pending] = []
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
+        self._pending = []  # closing a sensor waits for its thread's work
         for sensor in self._sensors.values():
             close = getattr(sensor, "close", None)
             if close is not None:
@@ -285,8 +302,8 @@ class Simulator:
         if self.scenario is None:
             raise RuntimeError("call reset(scenario) before step()")
         cfg = self.config
-        outputs: list[SensorOutput] = []
-        truth: list[GroundTruthFrame] = []
+        outputs: list[Any] = []  # SensorOutput; None: its place, being computed (_Pending)
+        truth: list[Any] = []  # GroundTruthFrame; None: the same
         collisions: set[int] = set()
         went_off_road = False
         issued = self._t  # trajectory times are relative to when the command is given
@@ -310,6 +327,7 @@ class Simulator:
             hit, off = self._safety(ego1, agents1)
             collisions |= hit
             went_off_road |= off
+        self._finish_pending(outputs, truth)
         return SimStep(self._t, self._ego, self._agents, tuple(outputs), tuple(truth),
                        SimEvents(tuple(sorted(collisions)), went_off_road))
 
@@ -438,20 +456,44 @@ class Simulator:
         truth.append(GroundTruthFrame(stamp, spec.name, spec.kind.value, sweep.ego,
                                       self._objects(sweep.states, sweep.ego, hits)))
 
+    def _hold(self, outputs: list[Any], truth: list[Any],
+              finish: Callable[[], tuple[SensorOutput, GroundTruthFrame]]) -> None:
+        """Keep a place in ``outputs`` and ``truth`` for an output ``finish`` builds at the
+        end of the step (the order of the lists stays the order of the sensor events)."""
+        self._pending.append(_Pending(finish, len(outputs), len(truth)))
+        outputs.append(None)
+        truth.append(None)
+
+    def _finish_pending(self, outputs: list[Any], truth: list[Any]) -> None:
+        """Fill the places held this step (see :meth:`_hold`)."""
+        pending, self._pending = self._pending, []
+        for p in pending:
+            outputs[p.output_slot], truth[p.truth_slot] = p.finish()
+
     def _camera(self, spec: SensorSpec, stamp: int, ego: ActorState,
                 agents: tuple[ActorState, ...], T_world_base: SE3,
-                outputs: list[SensorOutput], truth: list[GroundTruthFrame]) -> None:
-        images = self._sensors[spec.name].render(T_world_base)
+                outputs: list[Any], truth: list[Any]) -> None:
+        """Ask for the frame (it renders on the camera's thread while the step goes on) and
+        hold its places."""
+        future = self._sensors[spec.name].render_async(T_world_base)
+        self._hold(outputs, truth, lambda: self._finish_frame(spec, stamp, ego, agents,
+                                                              T_world_base, future))
+
+    def _finish_frame(self, spec: SensorSpec, stamp: int, ego: ActorState,
+                      agents: tuple[ActorState, ...], T_world_base: SE3,
+                      future: Future[Any]) -> tuple[SensorOutput, GroundTruthFrame]:
+        """The camera frame's output and ground truth once it is rendered."""
+        images = future.result()
         camera = spec.intrinsics
         assert camera is not None and spec.extrinsics is not None
         frame = CameraFrame(spec.name, stamp, spec.frame_id, images.rgb, "rgb8", camera)
-        outputs.append(SensorOutput(spec.name, spec.kind, stamp,
-                                    stamp + self.config.publish_latency_ns, frame,
-                                    depth=images.depth, instance=images.instance))
+        output = SensorOutput(spec.name, spec.kind, stamp,
+                              stamp + self.config.publish_latency_ns, frame,
+                              depth=images.depth, instance=images.instance)
         counts = _visibility(images.instance, agents, self._models, camera,
                              (T_world_base @ spec.extrinsics).inverse())
-        truth.append(GroundTruthFrame(stamp, spec.name, spec.kind.value, ego,
-                                      self._objects(agents, ego, counts)))
+        return output, GroundTruthFrame(stamp, spec.name, spec.kind.value, ego,
+                                        self._objects(agents, ego, counts))
 
     def _radar(self, spec: SensorSpec, index: int, stamp: int, ego: ActorState,
                agents: tuple[ActorState, ...], T_world_sensor: SE3,

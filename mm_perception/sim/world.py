@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
+from typing import Any, TypeVar
 
 os.environ.setdefault("MUJOCO_GL", "osmesa")  # offscreen CPU rendering; must precede mujoco
 
@@ -56,6 +58,7 @@ MATERIAL_INDEX: dict[Material, int] = {m: i for i, m in enumerate(Material)}
 GROUP_STATIC, GROUP_AGENT, GROUP_EGO = 0, 1, 2
 #: where actors without a pose are parked (far below the ground, beyond any sensor range)
 PARK_Z = -10_000.0
+T = TypeVar("T")
 #: actor id of static geoms (ground included) in ``geom_actor``
 STATIC_ID = -1
 EGO_ID = 0
@@ -342,5 +345,60 @@ def _part_attrs(part: ActorPart, group: int) -> str:
             f'quat="{_fmt(quat)}" group="{group}"')
 
 
+class WorldWorker:
+    """A thread that works on a private copy of a world's actor poses.
+
+    The sensors' heavy calls (MuJoCo rendering and read-back, ``mj_multiRay``) release the
+    GIL, so a sensor handing them to its worker lets the simulator step traffic and cast other
+    sensors meanwhile. :meth:`submit` copies the world's actor poses *now* (the caller may move
+    the world on at once); the job runs with them in the worker's own ``MjData``. Jobs run one
+    at a time, in the order submitted, so the results are the same as calling them in line.
+
+    Args:
+        world: the world whose poses are copied.
+        name: thread name prefix.
+    """
+
+    def __init__(self, world: MujocoWorld, name: str) -> None:
+        self.world = world
+        self._data = mujoco.MjData(world.model)
+        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(max_workers=1,
+                                                                   thread_name_prefix=name)
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Run ``fn(data, *args)`` on the worker with the world's actor poses as they are
+        now (``data``: the worker's ``MjData``, kinematics done).
+
+        Raises:
+            RuntimeError: the worker is closed.
+        """
+        pool = self._open()
+        src = self.world.data
+        return pool.submit(self._run, src.mocap_pos.copy(), src.mocap_quat.copy(), fn, args)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the worker thread and wait (thread-bound resources such as an
+        OpenGL context are made and freed this way)."""
+        return self._open().submit(fn, *args).result()
+
+    def _open(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            raise RuntimeError("WorldWorker is closed")
+        return self._pool
+
+    def _run(self, pos: F64, quat: F64, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        self._data.mocap_pos[:] = pos
+        self._data.mocap_quat[:] = quat
+        mujoco.mj_kinematics(self.world.model, self._data)
+        mujoco.mj_camlight(self.world.model, self._data)  # lights and cameras: the renders
+        return fn(self._data, *args)
+
+    def close(self) -> None:
+        """Finish the jobs submitted, then stop the thread (idempotent)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
 __all__ = ["EGO_ID", "GROUP_AGENT", "GROUP_EGO", "GROUP_STATIC", "MATERIAL_INDEX", "PARK_Z",
-           "STATIC_ID", "MujocoWorld"]
+           "STATIC_ID", "MujocoWorld", "WorldWorker"]

@@ -146,6 +146,33 @@ def test_render_outputs_have_the_rig_camera_shape(world: MujocoWorld,
         assert sim.render_camera.distortion_model == "none"
 
 
+def test_async_render_sees_the_world_as_it_was_when_asked(
+        world: MujocoWorld, cameras: dict[str, CameraSim]) -> None:
+    """render_async copies the actor poses at the call: moving the world right after (as
+    the simulator does while the frame renders on the camera's thread) changes nothing, and
+    the images equal a synchronous render's, lights included."""
+    sim = cameras["plumb_bob"]
+    _place(world, ActorState(1, 12.0, 3.0, 0.0))
+    expected = sim.render(SE3())
+    futures = [sim.render_async(SE3())]
+    _place(world, ActorState(1, 20.0, -4.0, 1.0))  # at once, while the first one renders
+    futures.append(sim.render_async(SE3()))
+    first, second = (f.result() for f in futures)
+    np.testing.assert_array_equal(first.rgb, expected.rgb)
+    np.testing.assert_array_equal(first.instance, expected.instance)
+    np.testing.assert_array_equal(first.depth, expected.depth)
+    assert not np.array_equal(second.instance, expected.instance)  # the moved box
+    assert second.instance is not None and (second.instance == 1).sum() > 100
+
+
+def test_closed_camera_refuses_to_render(world: MujocoWorld) -> None:
+    sim = CameraSim(world, PINHOLE, T_BASE_CAM)
+    sim.close()
+    sim.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        sim.render_async(SE3())
+
+
 @pytest.mark.parametrize("side", [1.0, -1.0])
 def test_box_in_front_left_or_right_appears_on_that_side(
         world: MujocoWorld, cameras: dict[str, CameraSim], side: float) -> None:
