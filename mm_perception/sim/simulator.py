@@ -302,6 +302,7 @@ class Simulator:
         if self.scenario is None:
             raise RuntimeError("call reset(scenario) before step()")
         cfg = self.config
+        self._pending = []  # a step that raised leaves its places behind: not ours
         outputs: list[Any] = []  # SensorOutput; None: its place, being computed (_Pending)
         truth: list[Any] = []  # GroundTruthFrame; None: the same
         collisions: set[int] = set()

@@ -51,6 +51,7 @@ from mm_perception.sim.spec import (
 
 I32 = npt.NDArray[np.int32]
 F64 = npt.NDArray[np.float64]
+T = TypeVar("T")
 
 #: index of each material in ``geom_material`` (``list(Material)`` order)
 MATERIAL_INDEX: dict[Material, int] = {m: i for i, m in enumerate(Material)}
@@ -58,7 +59,6 @@ MATERIAL_INDEX: dict[Material, int] = {m: i for i, m in enumerate(Material)}
 GROUP_STATIC, GROUP_AGENT, GROUP_EGO = 0, 1, 2
 #: where actors without a pose are parked (far below the ground, beyond any sensor range)
 PARK_Z = -10_000.0
-T = TypeVar("T")
 #: actor id of static geoms (ground included) in ``geom_actor``
 STATIC_ID = -1
 EGO_ID = 0
@@ -348,11 +348,12 @@ def _part_attrs(part: ActorPart, group: int) -> str:
 class WorldWorker:
     """A thread that works on a private copy of a world's actor poses.
 
-    The sensors' heavy calls (MuJoCo rendering and read-back, ``mj_multiRay``) release the
-    GIL, so a sensor handing them to its worker lets the simulator step traffic and cast other
-    sensors meanwhile. :meth:`submit` copies the world's actor poses *now* (the caller may move
-    the world on at once); the job runs with them in the worker's own ``MjData``. Jobs run one
-    at a time, in the order submitted, so the results are the same as calling them in line.
+    MuJoCo's heavy calls (rendering and read-back, ray casting) release the GIL, so a sensor
+    handing them to its worker lets the simulator step the traffic and the other sensors
+    meanwhile (the cameras do). :meth:`submit` copies the world's actor poses *now* (the
+    caller may move the world on at once); the job runs with them in the worker's own
+    ``MjData``. Jobs run one at a time, in the order submitted, so the results are the same
+    as calling them in line.
 
     Args:
         world: the world whose poses are copied.

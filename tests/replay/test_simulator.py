@@ -270,3 +270,37 @@ def test_closed_loop_follows_a_trajectory_command() -> None:
         assert abs(step.ego.y - target_y) < 0.3
         assert abs(step.ego.speed - 9.0) < 0.5
         assert abs(step.ego.yaw) < 0.05
+
+
+def test_camera_frames_come_back_in_event_order_and_a_failed_step_leaves_nothing() -> None:
+    """Camera frames render on the camera's thread; every step's outputs still hold each
+    sensor's output, in event order (stamps never decrease), with its ground truth. A step
+    that raises after asking for a frame leaves no stale place for the next step."""
+    rig = Rig.from_yaml(CAR)
+    with Simulator(rig, SimConfig()) as sim:
+        sim.reset(load_scenario("highway", 0))
+        kinds = set()
+        for _ in range(6):
+            step = sim.step()
+            assert all(isinstance(o, SensorOutput) for o in step.outputs)
+            assert all(isinstance(g, GroundTruthFrame) for g in step.ground_truth)
+            stamps = [o.stamp_ns for o in step.outputs if o.kind is not SensorKind.LIDAR]
+            assert stamps == sorted(stamps)
+            kinds |= {o.kind for o in step.outputs}
+        assert SensorKind.CAMERA in kinds
+        radar = next(n for n, s in rig.sensors.items() if s.kind is SensorKind.RADAR)
+        scan = sim._sensors[radar].scan
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("radar failed")
+
+        sim._sensors[radar].scan = broken
+        with pytest.raises(RuntimeError, match="radar failed"):
+            for _ in range(4):  # a step with a camera frame, then the radar scan
+                sim.step()
+        sim._sensors[radar].scan = scan
+        for _ in range(3):
+            step = sim.step()
+            assert all(isinstance(o, SensorOutput) for o in step.outputs)
+            assert len(step.ground_truth) == sum(o.kind is not SensorKind.ODOMETRY
+                                                 for o in step.outputs)
