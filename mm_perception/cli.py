@@ -615,7 +615,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", help="write the graph summary (counts, latencies) as JSON")
     p.add_argument("--executor", choices=("single", "multi"), default="single",
                    help="rclpy executor for the nodes' callbacks (heavy work runs in each "
-                        "node's worker thread either way)")
+                        "node's worker thread either way; 'multi' was measured to starve the "
+                        "graph under sim time on 2 cores)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("record", help="record live topics into an MCAP bag")

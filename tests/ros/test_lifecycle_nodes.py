@@ -118,3 +118,22 @@ def test_pipeline_process_lives_from_configure_to_cleanup(node: PipelineNode) ->
     assert child.alive()  # inactive keeps the configured components
     assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
     assert not child.alive() and node.pipeline is None
+
+
+def test_executor_choice_warns_about_the_multi_threaded_one(
+        ros_context: Any, caplog: pytest.LogCaptureFixture) -> None:
+    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+
+    from mm_perception.core.errors import ConfigError
+    from mm_perception.ros.nodes.launcher import make_executor
+
+    with caplog.at_level("WARNING", logger="mm_perception.ros.nodes.launcher"):
+        single = make_executor("single", ros_context)
+        assert isinstance(single, SingleThreadedExecutor) and not caplog.records
+        multi = make_executor("multi", ros_context)
+        assert isinstance(multi, MultiThreadedExecutor)
+    assert any("starved" in r.getMessage() for r in caplog.records)
+    for executor in (single, multi):
+        executor.shutdown()
+    with pytest.raises(ConfigError, match="executor must be one of"):
+        make_executor("events", ros_context)
