@@ -291,10 +291,30 @@ def test_car_seen_head_on_with_near_square_footprint_keeps_heading_along_line_of
     assert obj.label is ObjectClass.CAR
     assert yaw_error_mod_pi(obj.box.yaw, 0.0) < math.radians(10.0)
     assert abs(obj.box.center[0] - (-20.8)) < 1.0 and abs(obj.box.center[1]) < 0.3
-    # without the rule (no footprint counts as near-square) the box is turned
-    old = nearest(LidarDetector(LidarDetectorConfig(square_ratio=1.0)).detect(cloud, 0),
-                  -20.0, 0.0)
+    # without the rule (no footprint counts as near-square, and the grazing-face rule,
+    # which reads this view the same way, off) the box is turned
+    old = nearest(LidarDetector(LidarDetectorConfig(square_ratio=1.0, grazing_face_deg=0.0))
+                  .detect(cloud, 0), -20.0, 0.0)
     assert yaw_error_mod_pi(old.box.yaw, 0.0) > math.radians(60.0)
+
+
+def test_side_seen_edge_on_is_the_length_not_the_width() -> None:
+    """Regression (closed loop, stop_behind seed 502): a 9.85 m truck parked on the
+    shoulder 48.5 m ahead, 3.3 m to the right, mostly hidden by a bus parked in front of it.
+    Its 11 points show 2.4 m of its left side, 2 deg off the line of sight, and 0.45 m of its
+    rear. Read as a bus's rear (the width) the box turned across the ego's lane with its
+    centre 5.8 m off and the safety filter kept stopping for it; a face seen edge-on is a
+    side, so the box lies along the shoulder and is extended away from the sensor."""
+    pts = np.load(Path(__file__).resolve().parents[1] / "data"
+                  / "lidar_truck_side_grazing.npy")
+    cloud = np.concatenate([scan([]), pts])
+    obj = nearest(LidarDetector().detect(cloud, 0), 48.5, -3.3)
+    assert obj.label in (ObjectClass.TRUCK, ObjectClass.BUS)
+    assert yaw_error_mod_pi(obj.box.yaw, 0.0) < math.radians(5.0)
+    assert math.hypot(obj.box.center[0] - 48.5, obj.box.center[1] + 3.3) < 1.0
+    old = nearest(LidarDetector(LidarDetectorConfig(grazing_face_deg=0.0)).detect(cloud, 0),
+                  48.5, -3.3)
+    assert yaw_error_mod_pi(old.box.yaw, 0.0) > math.radians(80.0)
 
 
 def test_car_on_the_left_is_extended_to_the_left(detector: LidarDetector) -> None:
