@@ -24,8 +24,12 @@ Algorithm (:meth:`OutputLevelFusion.fuse`):
 
    * position ``x, y, z`` in information form: ``P = (P1^-1 + P2^-1)^-1``,
      ``x = P (P1^-1 x1 + P2^-1 x2)`` (the two estimates treated as independent);
-   * yaw by inverse-variance weighting of the wrapped difference,
-     ``yaw = wrap(y1 + w2 / (w1 + w2) * wrap(y2 - y1))``, variance ``1 / (w1 + w2)``;
+   * yaw by inverse-variance weighting of the difference taken modulo pi,
+     ``yaw = wrap(y1 + w2 / (w1 + w2) * d)`` with ``d = y2 - y1`` moved into
+     ``[-pi/2, pi/2)``, variance ``1 / (w1 + w2)``: a box heading (LiDAR rectangle, camera)
+     is an axis without a front, so a radar heading along the velocity and a camera axis
+     pointing the other way are the same heading, not two headings to average into a
+     perpendicular one; the front is resolved downstream from motion (the tracker);
    * size from the source kind ranked best in ``size_priority`` (LiDAR first); on a tie
      the first one is kept;
    * class probabilities from the kind ranked best in ``class_priority`` (camera first);
@@ -69,6 +73,7 @@ from mm_perception.tracking.association import (
     candidate_pairs,
     mahalanobis_pair_costs,
 )
+from mm_perception.tracking.ekf import resolve_yaw_ambiguity
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -542,7 +547,9 @@ class OutputLevelFusion:
             f.pos[fi], f.pos_cov[fi] = _info_merge(f.pos[fi], f.pos_cov[fi],
                                                    d.pos[di], d.pos_cov[di])
             w1, w2 = 1.0 / f.yaw_var[fi], 1.0 / d.yaw_var[di]
-            f.yaw[fi] = _wrap(f.yaw[fi] + w2 / (w1 + w2) * _wrap(d.yaw[di] - f.yaw[fi]))
+            # headings are axes here (module notes): merge modulo pi
+            d_yaw = resolve_yaw_ambiguity(d.yaw[di], f.yaw[fi])
+            f.yaw[fi] = _wrap(f.yaw[fi] + w2 / (w1 + w2) * _wrap(d_yaw - f.yaw[fi]))
             f.yaw_var[fi] = 1.0 / (w1 + w2)
             better = d.size_rank[di] < f.size_rank[fi]
             f.size[fi[better]] = d.size[di[better]]

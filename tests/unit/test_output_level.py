@@ -224,6 +224,22 @@ def test_yaw_merge_across_pi() -> None:
     assert abs(abs(eq[0].box.yaw) - math.pi) < 1e-12
 
 
+def test_yaw_merge_is_modulo_pi() -> None:
+    """A radar heading along the velocity (westwards, -3.0 rad) and a camera box axis
+    (0.0 rad, no front) are one heading: the merge must not average them into a
+    perpendicular box (-1.7 rad before the fix, an oncoming bus turned across the road)."""
+    radar = _obj(10.0, 0.0, yaw=-3.0, cov=_cov((0.5, 1.0, 1.0), yaw_var=1.34 ** 2))
+    camera = _obj(10.2, 0.1, yaw=0.0, cov=_cov((1.0, 1.0, 1.0), yaw_var=1.57 ** 2))
+    out = OutputLevelFusion().fuse({"radar": [radar], "camera": [camera]}, 0)
+    assert len(out) == 1
+    w_r, w_c = 1 / 1.34 ** 2, 1 / 1.57 ** 2
+    # the camera axis taken as -pi, 0.14 rad beyond the radar heading
+    expected = -3.0 - w_c / (w_r + w_c) * (math.pi - 3.0)
+    diff = (out[0].box.yaw - expected + math.pi) % (2 * math.pi) - math.pi
+    assert abs(diff) < 1e-12
+    assert abs(math.sin(out[0].box.yaw)) < 0.1  # along the road, not across it
+
+
 def test_one_to_one_assignment_with_many_objects() -> None:
     rng = np.random.default_rng(3)
     xy = np.column_stack([np.arange(50) * 6.0, rng.uniform(-20, 20, 50)])
