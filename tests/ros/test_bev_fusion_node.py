@@ -49,11 +49,11 @@ from mm_perception.ros.nodes.launcher import input_remaps, node_kinds  # noqa: E
 from mm_perception.ros.nodes.set_input import sync_with_overrides  # noqa: E402
 from mm_perception.ros.params import config_dir, defaults, load_schema  # noqa: E402
 from mm_perception.ros.sensor_decoder import SensorDecoder  # noqa: E402
+from tests.ros.lifecycle_checks import NONE, assert_configure_fails  # noqa: E402
 from tests.ros.spin import spin_until as _spin_until  # noqa: E402
 
 pytest.importorskip("mm_perception_msgs.msg")
 
-NONE = {"subscriptions": 0, "timers": 0, "publishers": 0, "threads": 0}
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 TYPES = {"sensor_msgs/msg/PointCloud2": PointCloud2, "nav_msgs/msg/Odometry": Odometry}
 #: object centres: float64 in the message, the same ONNX Runtime session type on both sides
@@ -267,10 +267,8 @@ def test_weights_folder_missing_the_onnx_file_fails_configure_naming_it(
     (incomplete / "bev_fusion.onnx").unlink()
     node = make(ros_context, bag, incomplete)
     try:
-        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
-        assert node._state_machine.current_state[1] == "unconfigured"
-        assert node.last_error is not None and "bev_fusion.onnx" in node.last_error
-        assert node.entities() == NONE and node.detector is None
+        assert_configure_fails(node, "bev_fusion.onnx")
+        assert node.detector is None
         # fixed: configures
         node.set_parameters([Parameter("weights_dir", value=str(weights))])
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS, node.last_error
@@ -292,12 +290,8 @@ def test_bad_parameter_fails_configure_cleanly(ros_context: Any, bag: BagData, w
                                                ) -> None:
     node = make(ros_context, bag, weights, params)
     try:
-        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
-        assert node._state_machine.current_state[1] == "unconfigured"
-        assert node.last_error is not None
-        for needle in needles:
-            assert needle in node.last_error, node.last_error
-        assert node.entities() == NONE and node.detector is None
+        assert_configure_fails(node, *needles)
+        assert node.detector is None
     finally:
         node.destroy_node()
 

@@ -52,11 +52,11 @@ from mm_perception.ros.nodes.launcher import node_kinds  # noqa: E402
 from mm_perception.ros.nodes.planner_node import PlannerNode  # noqa: E402
 from mm_perception.ros.nodes.safety_filter_node import SafetyFilterNode  # noqa: E402
 from mm_perception.ros.params import config_dir  # noqa: E402
+from tests.ros.lifecycle_checks import NONE, assert_configure_fails  # noqa: E402
 from tests.ros.spin import spin_until as _spin_until  # noqa: E402
 
 RIG_FILE = config_dir() / "rigs" / "car.yaml"
 MAP_FILE = config_dir() / "scenarios" / "highway_merge.yaml"
-NONE = {"subscriptions": 0, "timers": 0, "publishers": 0, "threads": 0}
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -190,12 +190,7 @@ def test_bad_parameter_fails_configure_cleanly(ros_context: Any, cls: type, name
         params["planner"] = "vla" if name.startswith("vla.") else "rules"
     node = make(cls, ros_context, params={**params, name: value})
     try:
-        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
-        assert node._state_machine.current_state[1] == "unconfigured"
-        assert node.last_error is not None
-        for needle in needles:
-            assert needle in node.last_error, node.last_error
-        assert node.entities() == NONE
+        assert_configure_fails(node, *needles)
         # fixed, the same node configures
         fixed = "rules" if name == "planner" else node._schema["properties"][name]["default"]
         node.set_parameters([Parameter(name, value=fixed)])

@@ -51,12 +51,12 @@ from mm_perception.ros.nodes.sync_node import SyncNode  # noqa: E402
 from mm_perception.ros.nodes.tracker_node import TrackerNode  # noqa: E402
 from mm_perception.ros.params import config_dir, defaults, load_schema  # noqa: E402
 from mm_perception.ros.sensor_decoder import SensorDecoder  # noqa: E402
+from tests.ros.lifecycle_checks import NONE, assert_configure_fails  # noqa: E402
 from tests.ros.spin import spin_until as _spin_until  # noqa: E402
 
 pytest.importorskip("mm_perception_msgs.msg")
 
 RIG_FILE = config_dir() / "rigs" / "car.yaml"
-NONE = {"subscriptions": 0, "timers": 0, "publishers": 0, "threads": 0}
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": CompressedImage,
          "sensor_msgs/msg/PointCloud2": PointCloud2, "nav_msgs/msg/Odometry": Odometry}
@@ -260,10 +260,7 @@ def test_bad_parameter_fails_configure_cleanly(ros_context: Any, cls: type, name
                                                value: Any, needle: str) -> None:
     node = make(cls, ros_context, params={name: value})
     try:
-        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
-        assert node._state_machine.current_state[1] == "unconfigured"
-        assert node.last_error is not None and needle in node.last_error, node.last_error
-        assert node.entities() == NONE
+        assert_configure_fails(node, needle)
     finally:
         node.destroy_node()
 
