@@ -113,6 +113,14 @@ _TEMPLATES: Mapping[TaskKind, tuple[str, ...]] = MappingProxyType({
         "go {mps} metres per second",
         "cruise at {kmh} km/h and stay in lane",
         "maintain a speed of {mps} m/s",
+        "set the speed to {kmh} km/h",
+        "speed up or slow down to {mps} m/s",
+        "travel at {kmh} kph",
+        "please go {kmh} km/h",
+        "target speed {mps} m/s",
+        "keep to {kmh} km/h in the current lane",
+        "your speed should be {mps} metres per second",
+        "follow the road at {kmh} kilometres an hour",
         "stay in your lane at about {kmh} km per hour",
         "adjust to {mps} m/s and keep going",
     ),
@@ -123,6 +131,14 @@ _TEMPLATES: Mapping[TaskKind, tuple[str, ...]] = MappingProxyType({
         "come to a stop behind the {colour} {cls}",
         "park the car behind the {colour} {cls}",
         "stop right after you reach the {colour} {cls}",
+        "stop when you get to the {colour} {cls}",
+        "come to rest behind the {colour} {cls}",
+        "pull in behind that {colour} {cls}",
+        "halt behind the {colour} {cls} ahead",
+        "drive up to the {colour} {cls} and stop behind it",
+        "stop at the back of the {colour} {cls}",
+        "please stop once you are behind the {colour} {cls}",
+        "queue up behind the {colour} {cls}",
         "bring us to a halt a few metres short of the {colour} {cls}",
         "wait behind the parked {colour} {cls}",
     ),
@@ -133,6 +149,14 @@ _TEMPLATES: Mapping[TaskKind, tuple[str, ...]] = MappingProxyType({
         "make a left turn up ahead",
         "turn left",
         "at the crossing, head left",
+        "turn to the left at the intersection",
+        "left turn at the junction please",
+        "go left when we get to the intersection",
+        "at the intersection, turn left",
+        "take the left turn",
+        "make a left at the intersection",
+        "steer left at the junction ahead",
+        "turn left up ahead at the junction",
         "hang a left at the next junction",
         "take a left when you reach the crossroads",
     ),
@@ -143,6 +167,14 @@ _TEMPLATES: Mapping[TaskKind, tuple[str, ...]] = MappingProxyType({
         "make a right turn up ahead",
         "turn right",
         "at the crossing, head right",
+        "turn to the right at the intersection",
+        "right turn at the junction please",
+        "go right when we get to the intersection",
+        "at the intersection, turn right",
+        "take the right turn",
+        "make a right at the intersection",
+        "steer right at the junction ahead",
+        "turn right up ahead at the junction",
         "hang a right at the next junction",
         "take a right when you reach the crossroads",
     ),
@@ -153,6 +185,14 @@ _TEMPLATES: Mapping[TaskKind, tuple[str, ...]] = MappingProxyType({
         "keep going straight",
         "don't turn, cross the junction straight",
         "head straight across",
+        "go straight",
+        "straight through the junction please",
+        "cross the intersection without turning",
+        "keep straight at the intersection",
+        "continue straight through the junction",
+        "go straight over the intersection",
+        "keep heading straight ahead at the junction",
+        "drive through the intersection straight ahead",
         "carry straight on over the crossroads",
         "no turns at the junction, just go straight",
     ),
@@ -163,6 +203,14 @@ _TEMPLATES: Mapping[TaskKind, tuple[str, ...]] = MappingProxyType({
         "watch out for pedestrians and let them pass",
         "stop for anyone crossing, then continue",
         "be careful, people are crossing ahead",
+        "give way to the pedestrians",
+        "let the people cross the road",
+        "stop for the pedestrians crossing",
+        "pedestrians are crossing, let them go first",
+        "wait until the pedestrians have crossed",
+        "yield to anyone on the crosswalk",
+        "let the pedestrians go before you continue",
+        "slow down and let people cross",
         "wait for the walkers at the zebra crossing before you drive on",
         "make sure the people crossing get across before you continue",
     ),
@@ -173,6 +221,14 @@ _TEMPLATES: Mapping[TaskKind, tuple[str, ...]] = MappingProxyType({
         "park on the hard shoulder",
         "move to the shoulder and stop",
         "pull onto the shoulder and wait there",
+        "pull over and stop",
+        "stop at the side of the road",
+        "please pull over here",
+        "park at the side of the road",
+        "move over to the shoulder and stop there",
+        "pull in to the side and stop",
+        "go to the shoulder and park",
+        "stop the car on the shoulder",
         "get off the lane and stop at the roadside",
         "find a spot at the edge of the road and come to a stop",
     ),
@@ -183,6 +239,14 @@ _TEMPLATES: Mapping[TaskKind, tuple[str, ...]] = MappingProxyType({
         "merge left",
         "change lanes to the left",
         "get into the left lane",
+        "move to the left lane",
+        "go into the left lane",
+        "change into the lane to the left",
+        "lane change to the left",
+        "move one lane left",
+        "take the left lane",
+        "switch lanes to the left",
+        "please use the left lane",
         "shift across to the lane on your left",
         "move into the lane beside us on the left",
     ),
@@ -193,6 +257,14 @@ _TEMPLATES: Mapping[TaskKind, tuple[str, ...]] = MappingProxyType({
         "merge right",
         "change lanes to the right",
         "get into the right lane",
+        "move to the right lane",
+        "go into the right lane",
+        "change into the lane to the right",
+        "lane change to the right",
+        "move one lane right",
+        "take the right lane",
+        "switch lanes to the right",
+        "please use the right lane",
         "shift across to the lane on your right",
         "move into the lane beside us on the right",
     ),
@@ -267,6 +339,45 @@ def render_instruction(task: Task, rng_or_index: np.random.Generator | int,
                                  cls=task.target_class or "")
 
 
+@functools.cache
+def _template_patterns() -> tuple[tuple[TaskKind, re.Pattern[str]], ...]:
+    """Every wording of every split as a regex whose groups are its placeholders."""
+    fields = {"kmh": r"(?P<kmh>\d+)", "mps": r"(?P<mps>\d+(?:\.\d)?)",
+              "colour": "(?P<colour>" + "|".join(map(re.escape, COLOURS)) + ")",
+              "cls": "(?P<cls>" + "|".join(map(re.escape, TARGET_CLASSES)) + ")"}
+    out = []
+    for kind, templates in _TEMPLATES.items():
+        for template in templates:
+            parts = re.split(r"\{(\w+)\}", template)  # literal, name, literal, ...
+            body = "".join(fields[x] if i % 2 else re.escape(x) for i, x in enumerate(parts))
+            out.append((kind, re.compile(body)))
+    return tuple(out)
+
+
+def parse_instruction(text: str) -> Task | None:
+    """The task a suite instruction was rendered from (the inverse of
+    :func:`render_instruction`, any split), or None for any other sentence.
+
+    A speed written in km/h comes back as ``km/h / 3.6`` m/s (the wording rounded it to
+    whole km/h). Used to re-word demonstrations (a sample recorded with one wording is
+    trained with the other training wordings of the same task).
+    """
+    for kind, pattern in _template_patterns():
+        m = pattern.fullmatch(text)
+        if m is None:
+            continue
+        found = m.groupdict()
+        if kind is TaskKind.FOLLOW_SPEED:
+            speed = float(found["kmh"]) / 3.6 if "kmh" in found else float(found["mps"])
+            if not 0.0 < speed <= 30.0:
+                continue
+            return Task(kind, speed_mps=speed)
+        if kind is TaskKind.STOP_BEHIND:
+            return Task(kind, target_colour=found["colour"], target_class=found["cls"])
+        return Task(kind)
+    return None
+
+
 #: longest instruction a planner is given, characters. The VLA's text encoder reads at most
 #: 64 tokens (a few hundred characters of English), so nothing beyond this can change what
 #: it does; and every distinct string becomes a key of the per-string embedding cache, which
@@ -337,4 +448,5 @@ def clean_instruction(raw: str | bytes | bytearray | None,
 
 
 __all__ = ["COLOURS", "HELDOUT_PER_KIND", "MAX_INSTRUCTION_CHARS", "SPLITS", "TARGET_CLASSES",
-           "Task", "TaskKind", "clean_instruction", "phrasings", "render_instruction"]
+           "Task", "TaskKind", "clean_instruction", "parse_instruction", "phrasings",
+           "render_instruction"]

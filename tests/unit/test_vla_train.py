@@ -22,6 +22,7 @@ import torch
 from mm_perception.core.errors import ConfigError
 from mm_perception.core.geometry import SE3
 from mm_perception.core.types import EgoState
+from mm_perception.planning.instructions import TaskKind, phrasings
 from mm_perception.planning.observation import (
     LanePolyline,
     Planner,
@@ -145,6 +146,39 @@ def test_demonstrations_round_trip(demo_dir: Path, encoder: TextEncoder) -> None
     assert tuple(sample["image"].shape) == (3, CFG.image_height, CFG.image_width)
     ablation = DemoDataset(demo_dir, CFG, text_encoder=encoder, language=False)
     assert set(ablation.instructions) == {NO_LANGUAGE_INSTRUCTION}
+
+
+def test_rewording_draws_only_training_wordings_of_the_same_task(
+        demo_dir: Path, encoder: TextEncoder, tmp_path: Path) -> None:
+    plain = DemoDataset(demo_dir, CFG, text_encoder=encoder)
+    data = DemoDataset(demo_dir, CFG, text_encoder=encoder, reword=True)
+    kinds = {"turn left": TaskKind.TURN_LEFT, "turn right": TaskKind.TURN_RIGHT,
+             "go straight": TaskKind.GO_STRAIGHT}
+    assert plain.wordings == 3
+    assert data.wordings == sum(len(phrasings(k, "train")) for k in kinds.values())
+    idx = np.arange(len(data))
+    # without a generator (validation) every sample keeps its recorded wording
+    torch.testing.assert_close(data.batch(idx)["text"], plain.batch(idx)["text"])
+    rng = np.random.default_rng(3)
+    drawn: dict[str, set[bytes]] = {i: set() for i in kinds}
+    for _ in range(40):
+        text = data.batch(idx, rng)["text"].numpy()
+        for row, i in zip(text, data.instructions, strict=True):
+            drawn[i].add(row.tobytes())
+    for instruction, kind in kinds.items():
+        want = {encoder.encode(w).tobytes() for w in phrasings(kind, "train")}
+        held = {encoder.encode(w).tobytes() for w in phrasings(kind, "heldout")}
+        assert drawn[instruction] == want, instruction  # all of them, and only them
+        assert not drawn[instruction] & held
+    # a sentence that is no suite wording keeps its own text; the ablation has one text
+    obs, expert = _observation(np.random.default_rng(0), "turn left", 0)
+    odd = tmp_path / "odd"
+    writer = DemoWriter(odd, CFG)
+    writer.add(replace(obs, instruction="circle the block twice"), expert, {"episode": "x"})
+    writer.end_episode()
+    assert DemoDataset(odd, CFG, text_encoder=encoder, reword=True).wordings == 1
+    assert DemoDataset(demo_dir, CFG, text_encoder=encoder, reword=True,
+                       language=False).wordings == 1
 
 
 def test_demonstrations_refuse_other_features(demo_dir: Path, encoder: TextEncoder) -> None:

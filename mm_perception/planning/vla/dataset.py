@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mm_perception.core.errors import ConfigError
+from mm_perception.planning.instructions import parse_instruction, phrasings, render_instruction
 from mm_perception.planning.observation import PlannerObservation
 from mm_perception.planning.trajectory import Trajectory
 from mm_perception.planning.vla.config import NO_LANGUAGE_INSTRUCTION, VLAConfig
@@ -146,18 +147,27 @@ class DemoDataset(Dataset[dict[str, torch.Tensor]]):
             ``text_embeddings.npz``).
         language: False replaces every instruction by :data:`NO_LANGUAGE_INSTRUCTION` (the
             "no language" ablation is trained like this).
+        reword: also encode, for every suite instruction (one :func:`parse_instruction`
+            reads back), the task in every TRAIN wording, so that :meth:`batch` with a
+            generator can give a sample any of them; the demonstrations then teach the
+            wordings of a task as one thing, whichever one an episode was recorded with.
+            Held-out wordings are never added. Instructions that are no suite wording keep
+            their own text only.
 
     Attributes:
         episodes: shard names; ``episode_index`` ``(N,)`` int64 which one each sample is from.
         instructions: the instruction of each sample (after the ``language`` switch).
         meta: the recorder's meta of each sample.
+        wordings: how many (instruction, alternative) pairs :meth:`batch` can draw from
+            (the number of distinct instructions without ``reword``).
 
     Raises:
         ConfigError: no shards, other features, or a malformed shard.
     """
 
     def __init__(self, data_dir: str | Path, config: VLAConfig,
-                 text_encoder: TextEncoder | None = None, language: bool = True) -> None:
+                 text_encoder: TextEncoder | None = None, language: bool = True,
+                 reword: bool = False) -> None:
         folder = Path(data_dir)
         if not (folder / FEATURES_FILE).is_file():
             raise ConfigError(f"{folder} is not a VLA demonstration folder (no {FEATURES_FILE})")
@@ -188,21 +198,48 @@ class DemoDataset(Dataset[dict[str, torch.Tensor]]):
                              else [NO_LANGUAGE_INSTRUCTION] * len(instructions))
         encoder = text_encoder or TextEncoder(cache_file=folder / TEXT_CACHE_FILE)
         unique = list(dict.fromkeys(self.instructions))
-        lookup = {t: i for i, t in enumerate(unique)}
-        self._text = encoder.encode_many(unique)
-        self._text_index = np.asarray([lookup[t] for t in self.instructions], np.int64)
+        # alternatives[u]: the texts instruction u may be replaced by (itself first)
+        alternatives = [[u] for u in unique]
+        if reword and language:
+            for alt in alternatives:
+                task = parse_instruction(alt[0])
+                if task is not None:
+                    alt += [w for w in dict.fromkeys(
+                        render_instruction(task, i, "train")
+                        for i in range(len(phrasings(task.kind, "train")))) if w != alt[0]]
+        texts = list(dict.fromkeys(t for alt in alternatives for t in alt))
+        lookup = {t: i for i, t in enumerate(texts)}
+        self._text = encoder.encode_many(texts)
+        # CSR table: the embedding rows of unique instruction u are
+        # _alt_rows[_alt_start[u]:_alt_start[u] + _alt_count[u]]
+        self._alt_rows = np.asarray([lookup[t] for alt in alternatives for t in alt], np.int64)
+        self._alt_count = np.asarray([len(alt) for alt in alternatives], np.int64)
+        self._alt_start = np.concatenate([[0], np.cumsum(self._alt_count)[:-1]]).astype(np.int64)
+        first = {u: i for i, u in enumerate(unique)}
+        self._unique_index = np.asarray([first[t] for t in self.instructions], np.int64)
+        self.wordings = int(self._alt_count.sum())
 
     def __len__(self) -> int:
         return int(self._data["targets"].shape[0])
 
-    def batch(self, indices: Sequence[int] | npt.NDArray[np.int64]) -> dict[str, torch.Tensor]:
+    def batch(self, indices: Sequence[int] | npt.NDArray[np.int64],
+              rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
         """Samples ``indices`` as a batch: every network input (:data:`INPUT_NAMES`, with a
-        leading batch dimension) and ``targets`` ``(B, H, 3)``, float32 tensors."""
+        leading batch dimension) and ``targets`` ``(B, H, 3)``, float32 tensors.
+
+        With ``rng`` (and ``reword``), each sample's instruction is drawn uniformly from its
+        alternatives (its own wording and the task's other training wordings); without, it
+        is the recorded one.
+        """
         idx = np.asarray(indices, np.int64)
         compact = {k: self._data[k][idx] for k in FEATURE_NAMES}
         feats = self.processor.expand(compact)
         out = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feats.items()}
-        out["text"] = torch.from_numpy(np.ascontiguousarray(self._text[self._text_index[idx]]))
+        u = self._unique_index[idx]
+        pick = (rng.integers(0, self._alt_count[u]) if rng is not None
+                else np.zeros(len(u), np.int64))
+        rows = self._alt_rows[self._alt_start[u] + pick]
+        out["text"] = torch.from_numpy(np.ascontiguousarray(self._text[rows]))
         out["targets"] = torch.from_numpy(np.ascontiguousarray(self._data["targets"][idx]))
         return out
 

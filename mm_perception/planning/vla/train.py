@@ -28,7 +28,11 @@ or :func:`train_vla` from Python. Data: a :mod:`~mm_perception.planning.vla.data
     exported policy;
   - **text noise**: isotropic gaussian noise of expected norm ``text_noise`` added to the
     unit-norm sentence embedding, so that no single small wording direction can carry the
-    behaviour.
+    behaviour;
+  - **re-wording** (``reword``): every training sample's instruction is drawn afresh per
+    batch from the training wordings of its task (:func:`parse_instruction` reads the task
+    back from the recorded sentence), so each episode teaches every wording of its task,
+    not the one it happened to be recorded with. Validation keeps the recorded wording.
 - **Augmentation**: gaussian noise of ``position_noise_m`` on the positions of the present
   objects (perception is noisy). No instruction dropout: the instruction decides the
   behaviour the policy must learn (the "no language" ablation is a separate model trained
@@ -200,7 +204,7 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
               position_noise_m: float = 0.1, huber_delta: float = 0.05,
               speed_weight: float = 0.5, kind_weight: float = 0.1, text_noise: float = 0.5,
               warmup_steps: int = 100, init_weights: str | Path | None = None,
-              export: bool = True,
+              reword: bool = True, export: bool = True,
               progress: bool = True, text_encoder: TextEncoder | None = None,
               command: str | None = None) -> dict[str, Any]:
     """Train the policy (module docstring); returns the training log (also written to
@@ -234,7 +238,8 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
     torch.manual_seed(seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data = DemoDataset(data_dir, config, text_encoder=text_encoder, language=config.language)
+    data = DemoDataset(data_dir, config, text_encoder=text_encoder, language=config.language,
+                       reword=reword)
     train_idx, val_idx = split_indices(data.episode_index, val_fraction, seed)
     if len(train_idx) == 0:
         raise ConfigError(f"no training samples in {data_dir}")
@@ -274,7 +279,7 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
                  "position_noise_m": position_noise_m, "huber_delta": huber_delta,
                  "speed_weight": speed_weight, "kind_weight": kind_weight,
                  "text_noise": text_noise, "warmup_steps": warmup_steps,
-                 "max_minutes": max_minutes,
+                 "max_minutes": max_minutes, "reword": reword,
                  "init_weights": None if init_weights is None else str(init_weights)},
         "task_probe": {"used": use_probe, "kinds": kinds,
                        "unlabelled_samples": int((kind_index < 0).sum())},
@@ -282,6 +287,7 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
         "parameters": parameter_count(net), "samples": len(data),
         "train_samples": len(train_idx), "val_samples": len(val_idx),
         "episodes": len(data.episodes), "instructions": len(set(data.instructions)),
+        "trained_wordings": data.wordings if reword else len(set(data.instructions)),
         "epochs": [], "best_epoch": None, "best_val_loss": None, "resumed_at": []}
     next_epoch = 0
     ckpt_path = out / CHECKPOINT_FILE
@@ -316,7 +322,7 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
                 stopped_early = True
                 break
             idx = perm[step * batch_size:(step + 1) * batch_size]
-            batch = data.batch(idx)
+            batch = data.batch(idx, rng if reword else None)
             if noise > 0:
                 jitter = torch.from_numpy(rng.normal(
                     0.0, noise, (*batch["objects"].shape[:2], 2)).astype(np.float32))
@@ -405,6 +411,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-noise", type=float, default=0.5,
                         help="expected norm of the gaussian noise added to the unit-norm "
                              "sentence embedding")
+    parser.add_argument("--no-reword", action="store_true",
+                        help="train every sample with its recorded instruction only (default: "
+                             "drawn per batch from the training wordings of its task)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--max-minutes", type=float, default=0.0,
@@ -433,7 +442,7 @@ def run(args: argparse.Namespace) -> int:
                     position_noise_m=args.position_noise, huber_delta=args.huber_delta,
                     speed_weight=args.speed_weight, kind_weight=args.kind_weight,
                     text_noise=args.text_noise, warmup_steps=args.warmup_steps,
-                    init_weights=args.init_weights,
+                    init_weights=args.init_weights, reword=not args.no_reword,
                     export=not args.no_export, progress=not args.no_progress)
     last = log["epochs"][-1] if log["epochs"] else {}
     print(f"best epoch {log['best_epoch']} (loss {log['best_val_loss']}); last: {last}")
