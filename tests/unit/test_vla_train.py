@@ -279,6 +279,23 @@ def test_init_weights_start_from_a_trained_policy(trained: tuple[Path, dict[str,
                             **_train_kw(encoder), init_weights=out)
 
 
+def test_keep_last_writes_the_last_epoch_not_the_best(demo_dir: Path, encoder: TextEncoder,
+                                                     tmp_path: Path) -> None:
+    # a learning rate that makes the second epoch worse than the first on validation
+    kw = {**_train_kw(encoder), "epochs": 2, "lr": 0.5, "warmup_steps": 0}
+    for keep in ("best", "last"):
+        log = train_mod.train_vla(CFG, demo_dir, tmp_path / keep, **kw, keep=keep,
+                                  export=False)
+        assert log["best_epoch"] == 1, log["epochs"]
+        saved = torch.load(tmp_path / keep / "vla.pt", weights_only=True)
+        last = torch.load(tmp_path / keep / "checkpoint.pt", weights_only=False)["net"]
+        same = all(torch.equal(saved[k], v) for k, v in last.items())
+        assert same is (keep == "last"), keep
+        assert (log.get("kept_epoch") == 2) is (keep == "last")
+    with pytest.raises(ConfigError, match="keep"):
+        train_mod.train_vla(CFG, demo_dir, tmp_path / "x", **kw, keep="mean")
+
+
 def test_a_crashed_run_resumes_where_the_checkpoint_is(
         demo_dir: Path, encoder: TextEncoder, trained: tuple[Path, dict[str, Any]],
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

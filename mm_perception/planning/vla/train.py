@@ -48,7 +48,10 @@ or :func:`train_vla` from Python. Data: a :mod:`~mm_perception.planning.vla.data
   optimiser, scheduler, next epoch, best validation, log) is written after every epoch and
   when ``max_minutes`` stops training; ``resume`` continues from it (also to train more
   epochs later: it is kept at the end).
-- **Outputs**: the best weights by validation loss (``vla.pt`` + ``config.json``, see
+- **Outputs**: the weights (``keep="best"``: of the epoch with the lowest validation loss;
+  ``keep="last"``: of the last epoch, for fine-tuning on episodes an earlier round already
+  trained on, whose validation loss no longer tells a better policy from one that
+  remembers more) (``vla.pt`` + ``config.json``, see
   :mod:`~mm_perception.planning.vla.policy`), ``vla.onnx`` exported from them, and
   ``train_log.json`` (arguments, the command, data sizes, per-epoch losses and validation
   ADE / FDE / speed error, wall times).
@@ -204,7 +207,7 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
               position_noise_m: float = 0.1, huber_delta: float = 0.05,
               speed_weight: float = 0.5, kind_weight: float = 0.1, text_noise: float = 0.5,
               warmup_steps: int = 100, init_weights: str | Path | None = None,
-              reword: bool = True, export: bool = True,
+              reword: bool = True, keep: str = "best", export: bool = True,
               progress: bool = True, text_encoder: TextEncoder | None = None,
               command: str | None = None) -> dict[str, Any]:
     """Train the policy (module docstring); returns the training log (also written to
@@ -233,6 +236,8 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
                         ("text_noise", text_noise)):
         if not (math.isfinite(fvalue) and fvalue >= 0):
             raise ConfigError(f"{key} must be >= 0, got {fvalue!r}")
+    if keep not in ("best", "last"):
+        raise ConfigError(f"keep must be 'best' or 'last', got {keep!r}")
     t_start = time.time()
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -279,7 +284,7 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
                  "position_noise_m": position_noise_m, "huber_delta": huber_delta,
                  "speed_weight": speed_weight, "kind_weight": kind_weight,
                  "text_noise": text_noise, "warmup_steps": warmup_steps,
-                 "max_minutes": max_minutes, "reword": reword,
+                 "max_minutes": max_minutes, "reword": reword, "keep": keep,
                  "init_weights": None if init_weights is None else str(init_weights)},
         "task_probe": {"used": use_probe, "kinds": kinds,
                        "unlabelled_samples": int((kind_index < 0).sum())},
@@ -358,7 +363,11 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
         score = row["val"]["loss"] if len(val_idx) else row["train_loss"]
         if log["best_val_loss"] is None or score < log["best_val_loss"]:
             log["best_val_loss"], log["best_epoch"] = score, epoch + 1
+            if keep == "best":
+                save_weights(out, net)
+        if keep == "last":
             save_weights(out, net)
+            log["kept_epoch"] = epoch + 1
         row["wall_s"] = round(time.time() - t_start, 1)
         log["epochs"].append(row)
         LOG.info("epoch %d: %s", epoch + 1, row)
@@ -414,6 +423,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-reword", action="store_true",
                         help="train every sample with its recorded instruction only (default: "
                              "drawn per batch from the training wordings of its task)")
+    parser.add_argument("--keep", choices=("best", "last"), default="best",
+                        help="weights written: the epoch with the lowest validation loss, or "
+                             "the last epoch (fine-tuning on data earlier rounds trained on)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--max-minutes", type=float, default=0.0,
@@ -442,10 +454,11 @@ def run(args: argparse.Namespace) -> int:
                     position_noise_m=args.position_noise, huber_delta=args.huber_delta,
                     speed_weight=args.speed_weight, kind_weight=args.kind_weight,
                     text_noise=args.text_noise, warmup_steps=args.warmup_steps,
-                    init_weights=args.init_weights, reword=not args.no_reword,
+                    init_weights=args.init_weights, reword=not args.no_reword, keep=args.keep,
                     export=not args.no_export, progress=not args.no_progress)
     last = log["epochs"][-1] if log["epochs"] else {}
     print(f"best epoch {log['best_epoch']} (loss {log['best_val_loss']}); last: {last}")
+    print(f"weights kept: {'epoch ' + str(log['kept_epoch']) if 'kept_epoch' in log else 'best'}")
     print(f"weights written to {args.out} in {log['wall_s']['total'] / 60:.1f} min")
     return 0
 
