@@ -314,7 +314,7 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
         "parameters": parameter_count(net), "samples": len(data),
         "train_samples": len(train_idx), "val_samples": len(val_idx),
         "episodes": len(data.episodes), "instructions": len(set(data.instructions)),
-        "trained_wordings": data.wordings if reword else len(set(data.instructions)),
+        "trained_wordings": data.wordings,
         "epochs": [], "best_epoch": None, "best_val_loss": None, "resumed_at": []}
     next_epoch = 0
     ckpt_path = out / CHECKPOINT_FILE
@@ -383,12 +383,12 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
             row["val"] = evaluate(net, data, val_idx, batch_size, huber_delta, speed_weight,
                                   probe_eval)
         score = row["val"]["loss"] if len(val_idx) else row["train_loss"]
-        if log["best_val_loss"] is None or score < log["best_val_loss"]:
+        improved = log["best_val_loss"] is None or score < log["best_val_loss"]
+        if improved:
             log["best_val_loss"], log["best_epoch"] = score, epoch + 1
-            if keep == "best":
-                save_weights(out, net)
-        if keep == "last":
+        if improved or keep == "last":
             save_weights(out, net)
+        if keep == "last":
             log["kept_epoch"] = epoch + 1
         row["wall_s"] = round(time.time() - t_start, 1)
         log["epochs"].append(row)
