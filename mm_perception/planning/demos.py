@@ -180,7 +180,7 @@ def record_episode(job: DemoJob) -> dict[str, Any]:
     def record(obs: Any, chunk: Trajectory) -> None:
         nonlocal samples
         label = dagger.label if dagger is not None and dagger.label is not None else chunk
-        writer.add(obs, label, {**meta, "step": samples})
+        writer.add(obs, label, {**meta, "step": samples}, target_id=episode.target_actor_id)
         samples += 1
 
     config = ClosedLoopConfig(plan_period_s=job.plan_period_s)

@@ -231,6 +231,28 @@ def test_summary_and_report(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_stop_behind_demonstrations_label_the_named_vehicle(tmp_path: Path) -> None:
+    """The grounding label of a recorded stop_behind episode is the perceived parked
+    vehicle on the shoulder (not the moving traffic), once perception sees it."""
+    from mm_perception.cli import main
+    from mm_perception.planning.vla.config import VLAConfig
+
+    assert main(["sim", "demos", "--kinds", "stop_behind", "--seeds", "3", "--out",
+                 str(tmp_path)]) == 0
+    shard = np.load(tmp_path / "stop_behind_3_train.npz")
+    slot = shard["target_slot"]
+    labelled = slot >= 0
+    assert labelled.mean() > 0.8, slot
+    rows = shard["objects"][np.flatnonzero(labelled), slot[labelled]]
+    cfg = VLAConfig()
+    y_m = rows[:, 1] * cfg.position_scale_m
+    speed_mps = np.hypot(rows[:, 7], rows[:, 8]) * cfg.velocity_scale_mps
+    # shoulder_east's centre is 3 m right of the ego's lane's (east_1); parked
+    assert np.all(np.abs(y_m + 3.0) < 1.2), y_m
+    assert np.all(speed_mps < 1.0), speed_mps
+
+
+@pytest.mark.slow
 def test_demos_train_and_drive_commands_chain(tmp_path: Path) -> None:
     """The three commands of the planner's workflow on one episode each: the expert's
     demonstrations, imitation training, and the closed-loop comparison with its report."""
@@ -243,6 +265,7 @@ def test_demos_train_and_drive_commands_chain(tmp_path: Path) -> None:
     assert len(index) == 1 and index[0]["success"] and index[0]["samples"] >= 40
     shard = np.load(demos / "turn_left_2_train.npz")
     assert shard["targets"].shape == (index[0]["samples"], 10, 3)
+    assert (shard["target_slot"] == -1).all()  # a turn names no object
     assert main(["train", "vla", "--data", str(demos), "--out", str(weights), "--epochs", "1",
                  "--val-fraction", "0", "--threads", "1", "--no-progress"]) == 0
     assert (weights / "vla.pt").is_file() and (weights / "vla.onnx").is_file()

@@ -182,6 +182,32 @@ def test_more_objects_than_slots_keeps_the_nearest_first() -> None:
     assert feats["objects_mask"].all()
 
 
+def test_target_slot_is_the_slot_of_the_perceived_object_nearest_the_target() -> None:
+    proc = VLAProcessor(TINY)
+    bad = SceneObject(object_id=9, label="car", xy=np.array([np.nan, 1.0]), yaw=0.0,
+                      size=np.ones(3), velocity=np.zeros(2))
+    # given far-first: the slots are nearest first, so the target at x = 20 is slot 1
+    perceived = (_obj(5, 60, 0), bad, _obj(3, 20.8, 0.4), _obj(4, 5, 0))
+    truth = _obj(77, 20, 0)  # another id: ground truth and tracks do not share ids
+    assert proc.target_slot(perceived, truth) == 1
+    feats = proc.features(_obs(objects=perceived))
+    np.testing.assert_allclose(feats["objects"][1, 0] * TINY.position_scale_m, 20.8,
+                               rtol=1e-6)
+    assert proc.dropped_objects == 1  # the label lookup does not count the NaN one again
+    # nothing perceived within the gate, no target, a NaN target: -1
+    assert proc.target_slot(perceived, _obj(77, 35, 0)) == -1
+    assert proc.target_slot(perceived, None) == -1
+    assert proc.target_slot(perceived, _obj(77, float("nan"), 0)) == -1
+    # a bus split in two boxes 5 m either side of its centre: the gate grows to half its
+    # length, and the nearer box is taken
+    bus = replace(_obj(77, 30, 0), size=np.array([12.0, 2.5, 3.2]))
+    halves = (_obj(1, 25.5, 0), _obj(2, 35, 0))
+    assert proc.target_slot(halves, bus) == 0
+    # beyond the slots (nearest first) the target has no slot
+    crowd = (*(_obj(i, 2.0 + i, 0) for i in range(TINY.max_objects)), _obj(50, 40, 0))
+    assert proc.target_slot(crowd, _obj(77, 40, 0)) == -1
+
+
 def test_lane_tokens_by_role_resampled_and_bad_lanes_masked() -> None:
     proc = VLAProcessor(TINY)
     nan_lane = LanePolyline("right", np.array([[0.0, -3.5], [np.nan, -3.5], [20.0, -3.5]]))
@@ -242,6 +268,24 @@ def test_forward_shape_and_untrained_policy_is_the_constant_speed_prior() -> Non
     times = torch.tensor(TINY.chunk.times_s, dtype=torch.float32)
     torch.testing.assert_close(out[..., 0], v0[:, None] * times)
     assert not out[..., 1].any()
+
+
+def test_object_film_makes_object_tokens_depend_on_the_instruction() -> None:
+    torch.manual_seed(0)
+    net = VLAPolicyNet(TINY).eval()
+    plain = VLAPolicyNet(replace(TINY, object_film=False)).eval()
+    plain.load_state_dict({k: v for k, v in net.state_dict().items()
+                           if not k.startswith("object_film.")})
+    objects = torch.randn(2, TINY.max_objects, OBJECT_FEATURES)
+    a, b = torch.randn(2, TINY.text_dim), torch.randn(2, TINY.text_dim)
+    # zero-initialised: the identity, the tokens of a policy without FiLM
+    torch.testing.assert_close(net.object_tokens(objects, a), plain.object_tokens(objects, b))
+    assert net.object_film is not None and plain.object_film is None
+    torch.nn.init.normal_(net.object_film.weight, std=0.1)
+    tok_a, tok_b = net.object_tokens(objects, a), net.object_tokens(objects, b)
+    assert not torch.allclose(tok_a, tok_b)
+    # per sample: each row of the batch is modulated by its own sentence
+    torch.testing.assert_close(net.object_tokens(objects[:1], a[:1]), tok_a[:1])
 
 
 def test_masked_tokens_do_not_change_the_output() -> None:

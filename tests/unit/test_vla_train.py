@@ -254,6 +254,66 @@ def test_task_probe_separates_the_instructions(trained: tuple[Path, dict[str, An
                                                         "text_noise": float("nan")})
 
 
+def _pointer_demos(out: Path) -> None:
+    """Episodes of "stop behind the red / blue car" among a red, a blue and a white car at
+    random places: the target is the named colour's car."""
+    paints = {"red": (0.8, 0.07, 0.06), "blue": (0.08, 0.2, 0.75), "white": (0.9, 0.9, 0.9)}
+    writer = DemoWriter(out, CFG)
+    for seed in range(8):
+        colour = ("red", "blue")[seed % 2]
+        rng = np.random.default_rng(100 + seed)
+        for step in range(STEPS):
+            obs, expert = _observation(rng, "go straight", step)
+            ids = rng.permutation(3) + 10
+            cars = tuple(SceneObject(object_id=int(i), label="car", xy=rng.uniform(-25, 25, 2),
+                                     yaw=0.0, size=np.array([4.5, 1.9, 1.5]),
+                                     velocity=np.zeros(2), rgb=np.array(rgb))
+                         for i, rgb in zip(ids, paints.values(), strict=True))
+            obs = replace(obs, instruction=f"stop behind the {colour} car", objects=cars,
+                          ground_truth=cars)
+            writer.add(obs, expert, {"episode": f"p{seed}", "kind": "stop_behind"},
+                       target_id=int(ids[list(paints).index(colour)]))
+        writer.end_episode()
+
+
+def test_target_pointer_learns_which_object_the_instruction_names(
+        demo_dir: Path, encoder: TextEncoder, tmp_path: Path) -> None:
+    data_dir = tmp_path / "pointer"
+    _pointer_demos(data_dir)
+    data = DemoDataset(data_dir, CFG, text_encoder=encoder)
+    proc = VLAProcessor(CFG)
+    # the recorded label is the slot holding the named car
+    named = data.batch(np.arange(len(data)))
+    rows = named["objects"][torch.arange(len(data)), data.target_slot]
+    red = torch.tensor([0.8, 0.07, 0.06])
+    is_red = torch.isclose(rows[:, 10:13], red, atol=1e-6).all(dim=1).numpy()
+    np.testing.assert_array_equal(is_red, [i.endswith("red car") for i in data.instructions])
+    assert proc.feature_shapes()["objects"][0] == CFG.max_objects
+    kw = {**_train_kw(encoder), "text_noise": 0.0, "epochs": 10, "val_fraction": 0.25,
+          "seed": 2, "kind_weight": 0.0}
+    on = train_mod.train_vla(CFG, data_dir, tmp_path / "on", **kw, target_weight=1.0,
+                             export=False)
+    assert on["target_pointer"] == {"used": True, "labelled_samples": 8 * STEPS}
+    # validation episodes are unseen scenes: chance is 1 / 3
+    assert on["epochs"][-1]["val"]["target_accuracy"] >= 0.9
+    state = torch.load(tmp_path / "on" / "vla.pt", weights_only=True)
+    assert not any("pointer" in k for k in state)  # a training aid only
+    off = train_mod.train_vla(CFG, data_dir, tmp_path / "off", **{**kw, "epochs": 1},
+                              target_weight=0.0, export=False)
+    assert off["target_pointer"]["used"] is False
+    assert "target_accuracy" not in off["epochs"][0]["val"]
+    # demonstrations without labels (recorded before them) load as -1 and train without it
+    assert (DemoDataset(demo_dir, CFG, text_encoder=encoder).target_slot == -1).all()
+    # a label outside the slots is a malformed shard, named
+    shard = find_shards(data_dir)[0]
+    with np.load(shard) as z:
+        arrays = dict(z)
+    arrays["target_slot"][0] = CFG.max_objects
+    np.savez_compressed(shard, **arrays)
+    with pytest.raises(ConfigError, match="target_slot"):
+        DemoDataset(data_dir, CFG, text_encoder=encoder)
+
+
 def test_init_weights_start_from_a_trained_policy(trained: tuple[Path, dict[str, Any]],
                                                   demo_dir: Path, encoder: TextEncoder,
                                                   tmp_path: Path) -> None:
@@ -276,6 +336,20 @@ def test_init_weights_start_from_a_trained_policy(trained: tuple[Path, dict[str,
     assert fresh["args"]["init_weights"] is None
     with pytest.raises(ConfigError, match="another config"):
         train_mod.train_vla(replace(CFG, d_model=64), demo_dir, tmp_path / "x",
+                            **_train_kw(encoder), init_weights=out)
+    # a policy without object FiLM grows it, starting as the identity: same validation, the
+    # same weights, the FiLM layer at zero; never the other way round
+    plain = train_mod.train_vla(replace(CFG, object_film=False), demo_dir, tmp_path / "plain",
+                                **{**_train_kw(encoder), "epochs": 1}, export=False)
+    widened = train_mod.train_vla(CFG, demo_dir, tmp_path / "wide", **{
+        **_train_kw(encoder), "epochs": 1, "lr": 1e-12, "init_weights": tmp_path / "plain"},
+        export=False)
+    assert widened["epochs"][0]["val"]["loss"] == pytest.approx(
+        plain["epochs"][0]["val"]["loss"], rel=1e-4)
+    wide = torch.load(tmp_path / "wide" / "vla.pt", weights_only=True)
+    assert not wide["object_film.weight"].abs().max() > 1e-9
+    with pytest.raises(ConfigError, match="another config"):
+        train_mod.train_vla(replace(CFG, object_film=False), demo_dir, tmp_path / "y",
                             **_train_kw(encoder), init_weights=out)
 
 

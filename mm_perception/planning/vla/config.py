@@ -80,6 +80,10 @@ class VLAConfig:
         text_model: the text encoder (its wheel name).
         language: False for the "no language" ablation: every instruction was replaced by
             :data:`NO_LANGUAGE_INSTRUCTION` in training and is at inference.
+        object_film: condition every object token on the instruction (FiLM: the sentence
+            embedding scales and shifts the hidden layer of the object MLP), so that "is
+            this the yellow truck?" is computed per object before any attention; False:
+            object tokens from the object's features alone (the weights before FiLM).
         chunk: the action chunk's time grid.
         action_head: :data:`ACTION_HEADS`. ``kinematic`` (default): per step an
             acceleration and a path curvature, bounded by the ``head_*`` limits and
@@ -114,6 +118,7 @@ class VLAConfig:
     text_dim: int = TEXT_DIM
     text_model: str = TEXT_MODEL
     language: bool = True
+    object_film: bool = True
     chunk: ChunkSpec = field(default_factory=ChunkSpec)
     action_head: str = "kinematic"
     head_max_accel_mps2: float = 2.4
@@ -165,9 +170,10 @@ class VLAConfig:
         if not isinstance(self.text_model, str) or not self.text_model:
             raise ConfigError(f"VLAConfig.text_model must be a non-empty name, got "
                               f"{self.text_model!r}")
-        if not isinstance(self.language, bool):
-            raise ConfigError(f"VLAConfig.language must be true or false, got "
-                              f"{self.language!r}")
+        for key in ("language", "object_film"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"VLAConfig.{key} must be true or false, got "
+                                  f"{getattr(self, key)!r}")
         if self.action_head not in ACTION_HEADS:
             raise ConfigError(f"VLAConfig.action_head must be one of {list(ACTION_HEADS)}, "
                               f"got {self.action_head!r}")

@@ -9,9 +9,12 @@ A demonstration folder holds:
   samples each: the compact processor features (:data:`FEATURE_NAMES`; ``image`` as
   ``(K, 3, H, W)`` uint8, normalised when loaded; the others ``(K, ...)`` float32),
   ``targets`` ``(K, H, 3)`` float32 (expert waypoints x, y in ``base_link``, m, and speeds,
-  m/s), ``instruction`` ``(K,)`` str, ``stamp_ns`` ``(K,)`` int64 and ``meta`` ``(K,)`` str
-  (one JSON object per sample: episode name, kind, seed, step, whatever the recorder
-  passes). Re-recording an episode of the same name replaces its shard.
+  m/s), ``target_slot`` ``(K,)`` int64 (the ``objects`` slot of the object the instruction
+  names, -1 for none or unknown; see :meth:`VLAProcessor.target_slot`; shards recorded
+  before it existed lack it and load as all -1), ``instruction`` ``(K,)`` str,
+  ``stamp_ns`` ``(K,)`` int64 and ``meta`` ``(K,)`` str (one JSON object per sample:
+  episode name, kind, seed, step, whatever the recorder passes). Re-recording an episode of
+  the same name replaces its shard.
 - ``text_embeddings.npz``: the text encoder's cache of the instructions (made on first
   load, see :class:`~mm_perception.planning.vla.text.TextEncoder`).
 
@@ -87,9 +90,12 @@ class DemoWriter:
         """Samples added since the last :meth:`end_episode`."""
         return len(self._rows)
 
-    def add(self, obs: PlannerObservation, expert: Trajectory, meta: Mapping[str, Any]) -> None:
+    def add(self, obs: PlannerObservation, expert: Trajectory, meta: Mapping[str, Any],
+            target_id: int | None = None) -> None:
         """Add one sample: the observation's features, the expert's chunk as targets, the
         instruction and ``meta`` (JSON-serialisable; ``episode`` names the shard).
+        ``target_id``: the ground-truth id of the object the instruction names (its slot,
+        found in ``obs.ground_truth``, is the sample's ``target_slot``; -1 without one).
 
         Raises:
             ValueError: the expert trajectory gives no finite targets, or ``meta`` is not
@@ -101,6 +107,10 @@ class DemoWriter:
             raise ValueError(f"demonstration meta must be JSON-serialisable: {exc}") from exc
         row: dict[str, Any] = dict(self.processor.compact_features(obs))
         row["targets"] = self.processor.targets(obs.ego, expert)
+        target = None
+        if target_id is not None and obs.ground_truth is not None:
+            target = next((o for o in obs.ground_truth if o.object_id == target_id), None)
+        row["target_slot"] = self.processor.target_slot(obs.objects, target)
         row["instruction"] = obs.instruction
         row["stamp_ns"] = obs.stamp_ns
         row["meta"] = meta_json
@@ -121,6 +131,7 @@ class DemoWriter:
         arrays["instruction"] = np.asarray([r["instruction"] for r in rows], dtype=np.str_)
         arrays["meta"] = np.asarray([r["meta"] for r in rows], dtype=np.str_)
         arrays["stamp_ns"] = np.asarray([r["stamp_ns"] for r in rows], dtype=np.int64)
+        arrays["target_slot"] = np.asarray([r["target_slot"] for r in rows], dtype=np.int64)
         path = self.out_dir / f"{name}.npz"
         tmp = self.out_dir / f".{name}.tmp.npz"
         np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
@@ -156,6 +167,7 @@ class DemoDataset(Dataset[dict[str, torch.Tensor]]):
 
     Attributes:
         episodes: shard names; ``episode_index`` ``(N,)`` int64 which one each sample is from.
+        target_slot: ``(N,)`` int64 grounding label of each sample (-1: none).
         instructions: the instruction of each sample (after the ``language`` switch).
         meta: the recorder's meta of each sample.
         wordings: how many (instruction, alternative) pairs :meth:`batch` can draw from
@@ -181,6 +193,7 @@ class DemoDataset(Dataset[dict[str, torch.Tensor]]):
         instructions: list[str] = []
         self.meta: list[dict[str, Any]] = []
         episode_index: list[np.ndarray] = []
+        slots: list[np.ndarray] = []
         self.episodes = [p.stem for p in paths]
         for e, path in enumerate(paths):
             try:
@@ -189,11 +202,20 @@ class DemoDataset(Dataset[dict[str, torch.Tensor]]):
                         parts[k].append(np.asarray(data[k]))
                     instructions += [str(s) for s in data["instruction"]]
                     self.meta += [json.loads(str(m)) for m in data["meta"]]
-                    episode_index.append(np.full(len(data["targets"]), e, np.int64))
+                    count = len(data["targets"])
+                    episode_index.append(np.full(count, e, np.int64))
+                    slots.append(np.asarray(data["target_slot"], np.int64)
+                                 if "target_slot" in data.files
+                                 else np.full(count, -1, np.int64))
             except (OSError, KeyError, ValueError) as exc:
                 raise ConfigError(f"malformed demonstration shard {path}: {exc}") from exc
         self._data = {k: np.concatenate(v) for k, v in parts.items()}
         self.episode_index: npt.NDArray[np.int64] = np.concatenate(episode_index)
+        self.target_slot: npt.NDArray[np.int64] = np.concatenate(slots)
+        if self.target_slot.shape != (len(self),) or (
+                (self.target_slot < -1) | (self.target_slot >= config.max_objects)).any():
+            raise ConfigError(f"malformed demonstration set {folder}: target_slot must be "
+                              f"one slot in [-1, {config.max_objects}) per sample")
         self.instructions = (instructions if language
                              else [NO_LANGUAGE_INSTRUCTION] * len(instructions))
         encoder = text_encoder or TextEncoder(cache_file=folder / TEXT_CACHE_FILE)
@@ -225,7 +247,8 @@ class DemoDataset(Dataset[dict[str, torch.Tensor]]):
     def batch(self, indices: Sequence[int] | npt.NDArray[np.int64],
               rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
         """Samples ``indices`` as a batch: every network input (:data:`INPUT_NAMES`, with a
-        leading batch dimension) and ``targets`` ``(B, H, 3)``, float32 tensors.
+        leading batch dimension) and ``targets`` ``(B, H, 3)``, float32 tensors, and
+        ``target_slot`` ``(B,)`` int64.
 
         With ``rng`` (and ``reword``), each sample's instruction is drawn uniformly from its
         alternatives (its own wording and the task's other training wordings); without, it
@@ -241,6 +264,7 @@ class DemoDataset(Dataset[dict[str, torch.Tensor]]):
         rows = self._alt_rows[self._alt_start[u] + pick]
         out["text"] = torch.from_numpy(np.ascontiguousarray(self._text[rows]))
         out["targets"] = torch.from_numpy(np.ascontiguousarray(self._data["targets"][idx]))
+        out["target_slot"] = torch.from_numpy(np.ascontiguousarray(self.target_slot[idx]))
         return out
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:

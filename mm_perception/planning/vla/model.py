@@ -4,7 +4,9 @@ The LLM-based fusion pattern, small enough for a CPU:
 
 - **Modality encoders** make tokens of width ``d_model``: a 4-stage stride-2 CNN turns the
   camera image into a ``(H / 16) x (W / 16)`` grid of patch tokens (+ learned position
-  embeddings); an MLP per object token; an MLP per lane token (its ``P`` points flattened)
+  embeddings); an MLP per object token, its hidden layer modulated by the sentence
+  embedding (FiLM, ``object_film``: the object tokens already say how well each object fits
+  the instruction's colour and class words); an MLP per lane token (its ``P`` points flattened)
   + a learned embedding of its role; an MLP of the ego features (one token). Every group
   gets a learned modality embedding.
 - **Connector**: a linear map of the 384-d sentence embedding to ``language_tokens`` tokens
@@ -171,6 +173,12 @@ class VLAPolicyNet(nn.Module):
         d = config.d_model
         self.image = ImageEncoder(config)
         self.objects = _mlp(OBJECT_FEATURES, d, d)
+        # FiLM of the object MLP's hidden layer by the sentence embedding; zero-initialised:
+        # it starts as the identity (and a policy without it can be fine-tuned into one)
+        self.object_film = nn.Linear(config.text_dim, 2 * d) if config.object_film else None
+        if self.object_film is not None:
+            nn.init.zeros_(self.object_film.weight)
+            nn.init.zeros_(self.object_film.bias)
         self.lanes = _mlp(config.lane_points * 2, d, d)
         self.lane_role = nn.Parameter(torch.zeros(config.num_lanes, d))
         self.ego = _mlp(EGO_FEATURES, d, d)
@@ -218,6 +226,17 @@ class VLAPolicyNet(nn.Module):
     def forward(self, image: torch.Tensor, image_mask: torch.Tensor, objects: torch.Tensor,
                 objects_mask: torch.Tensor, lanes: torch.Tensor, lanes_mask: torch.Tensor,
                 ego: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        memory, key_bias = self.encode(image, image_mask, objects, objects_mask, lanes,
+                                       lanes_mask, ego, text)
+        return self.act(memory, key_bias, ego)
+
+    def encode(self, image: torch.Tensor, image_mask: torch.Tensor, objects: torch.Tensor,
+               objects_mask: torch.Tensor, lanes: torch.Tensor, lanes_mask: torch.Tensor,
+               ego: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The inputs of :meth:`forward` -> ``(memory (B, T, d_model), key_bias (B, 1, 1,
+        T))``: the encoded tokens (after the final LayerNorm) in the order image patches,
+        objects (:meth:`object_memory` picks them), lanes, ego, language; and the additive
+        key mask of attention over them."""
         b = ego.shape[0]
         cam = image_mask.reshape(b, 1, 1, 1) > 0.5
         obj_on = objects_mask > 0.5
@@ -228,7 +247,7 @@ class VLAPolicyNet(nn.Module):
         lanes = torch.where(lane_on.reshape(b, -1, 1, 1), lanes, torch.zeros_like(lanes))
 
         img_tok = self.image(image) + self.modality[0]
-        obj_tok = self.objects(objects) + self.modality[1]
+        obj_tok = self.object_tokens(objects, text) + self.modality[1]
         lane_tok = self.lanes(lanes.flatten(2)) + self.lane_role + self.modality[2]
         ego_tok = self.ego(ego).unsqueeze(1) + self.modality[3]
         lang_tok = self.language_tokens(text)
@@ -247,7 +266,30 @@ class VLAPolicyNet(nn.Module):
         x = tokens
         for block in self.encoder:
             x = block(x, key_bias)
-        memory = self.memory_norm(x)
+        return self.memory_norm(x), key_bias
+
+    def object_tokens(self, objects: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Object MLP: ``objects (B, N, 21)``, ``text (B, 384)`` -> ``(B, N, d_model)``; with
+        ``object_film`` its hidden layer ``h`` becomes ``h * (1 + gamma) + beta``, ``gamma,
+        beta`` linear in the sentence embedding."""
+        if self.object_film is None:
+            return self.objects(objects)
+        linear1, act, drop, linear2 = self.objects
+        gamma, beta = self.object_film(text).unsqueeze(1).chunk(2, dim=-1)   # (B, 1, d) each
+        return linear2(drop(act(linear1(objects)) * (1.0 + gamma) + beta))
+
+    def object_memory(self, memory: torch.Tensor) -> torch.Tensor:
+        """``(B, N, d_model)``: the encoded object tokens of :meth:`encode`'s memory, in
+        slot order."""
+        rows, cols = self.config.image_grid
+        start = rows * cols
+        return memory[:, start:start + self.config.max_objects]
+
+    def act(self, memory: torch.Tensor, key_bias: torch.Tensor, ego: torch.Tensor,
+            ) -> torch.Tensor:
+        """The action decoder and head: :meth:`encode`'s outputs and ``ego`` ``(B, 3)`` ->
+        the ``(B, H, 3)`` chunk of :meth:`forward`."""
+        b = ego.shape[0]
         q = self.queries.unsqueeze(0).expand(b, -1, -1)
         for dec in self.decoder:
             q = dec(q, memory, key_bias)

@@ -28,6 +28,10 @@ object) gives rgb 0 with ``rgb_valid`` 0; a lane with a non-finite point or zero
 left out (its mask is 0); when several lanes share a role the first is used. A camera image
 that is not ``(H, W, 3)`` uint8 raises ``ValueError``.
 
+The grounding label of training (:meth:`VLAProcessor.target_slot`) is the ``objects`` slot
+of the perceived object the instruction names (the ground-truth target matched by centre
+distance), -1 when there is none.
+
 Targets (training, :meth:`VLAProcessor.targets`) and outputs (:meth:`VLAProcessor.decode`)
 are ``(H, 3)``: waypoint x, y in ``base_link`` at the observation (m) and forward speed
 (m/s) at the chunk's times, converted with
@@ -72,6 +76,8 @@ INPUT_NAMES: tuple[str, ...] = (*FEATURE_NAMES, "text")
 #: the network's one output: ``(B, H, 3)`` float32 waypoint x, y (m, base_link), speed (m/s)
 OUTPUT_NAME = "chunk"
 _LABEL_INDEX = {label: i for i, label in enumerate(OBJECT_LABELS)}
+#: :meth:`VLAProcessor.target_slot`: farthest a perceived centre may be from the target's, m
+TARGET_GATE_M = 3.0
 
 
 def resample_polyline(points: F64, count: int) -> F64 | None:
@@ -143,14 +149,17 @@ class VLAProcessor:
         return np.ascontiguousarray(x, dtype=np.float32)
 
     # ------------------------------------------------------------------ objects
-    def object_features(self, objects: Sequence[SceneObject]) -> tuple[F32, F32]:
-        """Objects -> ``(objects (N, 21), objects_mask (N,))`` float32 (module docstring)."""
+    def _object_rows(self, objects: Sequence[SceneObject], count_dropped: bool = True,
+                     ) -> list[tuple[SceneObject, F32]]:
+        """The objects that get a slot, in slot order (nearest first, the id breaking ties;
+        at most ``max_objects``), each with its feature row; objects with non-finite values
+        are left out (counted in :attr:`dropped_objects` when ``count_dropped``)."""
         c = self.config
-        rows: list[tuple[float, int, F32]] = []
+        rows: list[tuple[float, int, SceneObject, F32]] = []
         for obj in objects:
             geom = np.concatenate([obj.xy, [obj.yaw], obj.size, obj.velocity, [obj.score]])
             if not np.all(np.isfinite(geom)):
-                self.dropped_objects += 1
+                self.dropped_objects += int(count_dropped)
                 continue
             rgb_ok = bool(np.all(np.isfinite(obj.rgb)))
             rgb = np.clip(obj.rgb, 0.0, 1.0) if rgb_ok else np.zeros(3)
@@ -160,14 +169,38 @@ class VLAProcessor:
                 obj.xy / c.position_scale_m, [math.cos(obj.yaw), math.sin(obj.yaw)],
                 obj.size / c.size_scale_m, obj.velocity / c.velocity_scale_mps,
                 [min(max(obj.score, 0.0), 1.0)], rgb, [float(rgb_ok)], onehot])
-            rows.append((float(np.hypot(*obj.xy)), obj.object_id, feat.astype(np.float32)))
-        rows.sort(key=lambda r: (r[0], r[1]))  # nearest first; the id breaks ties
+            rows.append((float(np.hypot(*obj.xy)), obj.object_id, obj, feat.astype(np.float32)))
+        rows.sort(key=lambda r: (r[0], r[1]))
+        return [(obj, feat) for _, _, obj, feat in rows[:c.max_objects]]
+
+    def object_features(self, objects: Sequence[SceneObject]) -> tuple[F32, F32]:
+        """Objects -> ``(objects (N, 21), objects_mask (N,))`` float32 (module docstring)."""
+        c = self.config
         out = np.zeros((c.max_objects, OBJECT_FEATURES), np.float32)
         mask = np.zeros(c.max_objects, np.float32)
-        for i, (_, _, feat) in enumerate(rows[:c.max_objects]):
+        for i, (_, feat) in enumerate(self._object_rows(objects)):
             out[i] = feat
             mask[i] = 1.0
         return out, mask
+
+    def target_slot(self, objects: Sequence[SceneObject], target: SceneObject | None,
+                    gate_m: float = TARGET_GATE_M) -> int:
+        """The slot of :meth:`object_features` holding the perceived object that is
+        ``target`` (a ground-truth object, ``base_link``), or -1 (no target, or no perceived
+        object near it).
+
+        The perceived object is the one whose centre is nearest the target's, within
+        ``max(gate_m, target length / 2)`` m: perception may split a long vehicle in two
+        boxes (the nearer piece is taken) or miss it at range (-1)."""
+        if target is None or not np.all(np.isfinite(target.xy)):
+            return -1
+        gate = max(gate_m, float(target.size[0]) / 2.0)
+        best, best_d = -1, gate
+        for i, (obj, _) in enumerate(self._object_rows(objects, count_dropped=False)):
+            d = float(np.hypot(*(obj.xy - target.xy)))
+            if d <= best_d:
+                best, best_d = i, d
+        return best
 
     # ------------------------------------------------------------------ lanes
     def lane_features(self, lanes: Sequence[LanePolyline]) -> tuple[F32, F32]:

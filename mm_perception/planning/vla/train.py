@@ -32,14 +32,23 @@ or :func:`train_vla` from Python. Data: a :mod:`~mm_perception.planning.vla.data
   - **re-wording** (``reword``): every training sample's instruction is drawn afresh per
     batch from the training wordings of its task (:func:`parse_instruction` reads the task
     back from the recorded sentence), so each episode teaches every wording of its task,
-    not the one it happened to be recorded with. Validation keeps the recorded wording.
+    not the one it happened to be recorded with. Validation keeps the recorded wording;
+  - an auxiliary **target pointer** (``target_weight``): for the samples whose instruction
+    names an object ("stop behind the yellow truck") and whose demonstration recorded which
+    perceived object that is (``target_slot``), a linear score of every encoded object
+    token, softmax over the present objects, cross-entropy against that slot. The chunk
+    alone says which vehicle was meant only once the expert brakes for it, seconds after
+    the choice mattered; the pointer asks the encoder to bind the colour and class words to
+    one object token at every step, which the action decoder can then attend to. Like the
+    probe it is not part of the exported policy.
 - **Augmentation**: gaussian noise of ``position_noise_m`` on the positions of the present
   objects (perception is noisy). No instruction dropout: the instruction decides the
   behaviour the policy must learn (the "no language" ablation is a separate model trained
   with ``--no-language``, every instruction replaced by the constant one).
 - **Initialisation**: random, or ``init_weights`` (a weights folder of the same config,
   e.g. the policy of the previous DAgger round, fine-tuned on the aggregated data at a lower
-  ``lr``).
+  ``lr``; or of the same config without ``object_film``, whose FiLM layer then starts as the
+  identity).
 - **Optimiser**: AdamW, linear warm-up then cosine decay to 2 % of ``lr``, gradient norm
   clipped at 1.
 - **Reproducible and resumable**: ``torch.set_num_threads(threads)``; the sample order, the
@@ -169,6 +178,18 @@ def probe_logits(net: VLAPolicyNet, probe: torch.nn.Linear, text: torch.Tensor,
     return probe(net.token_norm(net.language_tokens(text)).mean(dim=1))
 
 
+def pointer_logits(net: VLAPolicyNet, pointer: torch.nn.Linear, memory: torch.Tensor,
+                   objects_mask: torch.Tensor) -> torch.Tensor:
+    """``(B, N)`` target-pointer logits of the encoded object tokens (module docstring);
+    empty slots get :data:`~mm_perception.planning.vla.model.MASKED_SCORE`."""
+    import torch
+
+    from mm_perception.planning.vla.model import MASKED_SCORE
+
+    logits = pointer(net.object_memory(memory)).squeeze(-1)
+    return torch.where(objects_mask > 0.5, logits, torch.full_like(logits, MASKED_SCORE))
+
+
 def chunk_loss(net: VLAPolicyNet, pred: torch.Tensor, target: torch.Tensor,
                huber_delta: float, speed_weight: float) -> torch.Tensor:
     """The training loss of a batch (module docstring): a scalar tensor."""
@@ -179,29 +200,35 @@ def chunk_loss(net: VLAPolicyNet, pred: torch.Tensor, target: torch.Tensor,
     return (err * weights).sum(dim=-1).mean()
 
 
-def _forward(net: VLAPolicyNet, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def _encode(net: VLAPolicyNet, batch: dict[str, torch.Tensor],
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(chunk (B, H, 3), memory, key_bias)`` of a batch: the forward pass, keeping the
+    encoder's output for the auxiliary losses."""
     from mm_perception.planning.vla.processor import INPUT_NAMES
 
-    return net(*(batch[k] for k in INPUT_NAMES))
+    memory, key_bias = net.encode(*(batch[k] for k in INPUT_NAMES))
+    return net.act(memory, key_bias, batch["ego"]), memory, key_bias
 
 
 def evaluate(net: VLAPolicyNet, data: DemoDataset, indices: I64, batch_size: int,
              huber_delta: float, speed_weight: float,
-             probe: tuple[torch.nn.Linear, I64] | None = None) -> dict[str, float]:
+             probe: tuple[torch.nn.Linear, I64] | None = None,
+             pointer: torch.nn.Linear | None = None) -> dict[str, float]:
     """Loss and errors of the network on ``indices``: ``loss`` (the chunk loss only),
     ``ade_m`` (mean waypoint distance), ``fde_m`` (last waypoint), ``speed_mae_mps``; with
     ``probe`` (the task probe and every sample's kind label) also ``kind_accuracy`` over
-    the labelled samples."""
+    the labelled samples; with ``pointer`` also ``target_accuracy`` over the samples with a
+    ``target_slot`` (when there are any)."""
     import torch
 
     net.eval()
     sums = {"loss": 0.0, "ade_m": 0.0, "fde_m": 0.0, "speed_mae_mps": 0.0}
-    hits = labelled = 0
+    hits = labelled = pointed = targets = 0
     with torch.inference_mode():
         for start in range(0, len(indices), batch_size):
             idx = indices[start:start + batch_size]
             batch = data.batch(idx)
-            pred = _forward(net, batch)
+            pred, memory, _ = _encode(net, batch)
             tgt = batch["targets"]
             n = len(tgt)
             sums["loss"] += float(chunk_loss(net, pred, tgt, huber_delta, speed_weight)) * n
@@ -215,10 +242,18 @@ def evaluate(net: VLAPolicyNet, data: DemoDataset, indices: I64, batch_size: int
                 guess = probe_logits(net, probe[0], batch["text"]).argmax(dim=1)
                 hits += int((guess[known] == labels[known]).sum())
                 labelled += int(known.sum())
+            if pointer is not None:
+                slot = batch["target_slot"]
+                has = slot >= 0
+                pick = pointer_logits(net, pointer, memory, batch["objects_mask"]).argmax(dim=1)
+                pointed += int((pick[has] == slot[has]).sum())
+                targets += int(has.sum())
     count = max(len(indices), 1)
     out = {k: round(v / count, 6) for k, v in sums.items()}
     if probe is not None and labelled:
         out["kind_accuracy"] = round(hits / labelled, 4)
+    if pointer is not None and targets:
+        out["target_accuracy"] = round(pointed / targets, 4)
     return out
 
 
@@ -228,6 +263,7 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
               max_minutes: float = 0.0, val_fraction: float = 0.15, threads: int = 1,
               position_noise_m: float = 0.1, huber_delta: float = 0.05,
               speed_weight: float = 0.5, kind_weight: float = 0.1, text_noise: float = 0.5,
+              target_weight: float = 0.1,
               warmup_steps: int = 100, init_weights: str | Path | None = None,
               reword: bool = True, keep: str = "best", export: bool = True,
               progress: bool = True, text_encoder: TextEncoder | None = None,
@@ -255,7 +291,7 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
     for key, fvalue in (("position_noise_m", position_noise_m), ("speed_weight", speed_weight),
                         ("weight_decay", weight_decay), ("max_minutes", max_minutes),
                         ("warmup_steps", warmup_steps), ("kind_weight", kind_weight),
-                        ("text_noise", text_noise)):
+                        ("text_noise", text_noise), ("target_weight", target_weight)):
         if not (math.isfinite(fvalue) and fvalue >= 0):
             raise ConfigError(f"{key} must be >= 0, got {fvalue!r}")
     if keep not in ("best", "last"):
@@ -276,16 +312,25 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
         from mm_perception.planning.vla.policy import load_weights
 
         init_net, _ = load_weights(init_weights)
-        if init_net.config != config:
+        # a policy without object FiLM may grow it: the new layer starts as the identity
+        widening = (not init_net.config.object_film and config.object_film
+                    and replace(init_net.config, object_film=True) == config)
+        if init_net.config != config and not widening:
             raise ConfigError(f"init_weights {init_weights} were made with another config; "
-                              "fine-tuning needs the same one")
-        net.load_state_dict(init_net.state_dict())
+                              "fine-tuning needs the same one (or the same without "
+                              "object_film)")
+        net.load_state_dict(init_net.state_dict(), strict=not widening)
     kind_index, kinds = kind_labels(data.meta)
     # the grounding measures need instructions that differ (module docstring)
     use_probe = config.language and kind_weight > 0 and len(kinds) >= 2
     text_sigma = text_noise / math.sqrt(config.text_dim) if config.language else 0.0
     probe = torch.nn.Linear(config.d_model, max(len(kinds), 1))
-    params = list(net.parameters()) + (list(probe.parameters()) if use_probe else [])
+    # the pointer needs an instruction to point by, and labels to learn from
+    use_pointer = (config.language and target_weight > 0
+                   and bool((data.target_slot[train_idx] >= 0).any()))
+    pointer = torch.nn.Linear(config.d_model, 1)
+    params = (list(net.parameters()) + (list(probe.parameters()) if use_probe else [])
+              + (list(pointer.parameters()) if use_pointer else []))
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(train_idx) / batch_size)
     total_steps = steps_per_epoch * epochs
@@ -305,11 +350,14 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
                  "val_fraction": val_fraction, "threads": threads,
                  "position_noise_m": position_noise_m, "huber_delta": huber_delta,
                  "speed_weight": speed_weight, "kind_weight": kind_weight,
-                 "text_noise": text_noise, "warmup_steps": warmup_steps,
+                 "text_noise": text_noise, "target_weight": target_weight,
+                 "warmup_steps": warmup_steps,
                  "max_minutes": max_minutes, "reword": reword, "keep": keep,
                  "init_weights": None if init_weights is None else str(init_weights)},
         "task_probe": {"used": use_probe, "kinds": kinds,
                        "unlabelled_samples": int((kind_index < 0).sum())},
+        "target_pointer": {"used": use_pointer,
+                           "labelled_samples": int((data.target_slot >= 0).sum())},
         "config": config.to_dict(), "torch": torch.__version__,
         "parameters": parameter_count(net), "samples": len(data),
         "train_samples": len(train_idx), "val_samples": len(val_idx),
@@ -326,6 +374,8 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
         net.load_state_dict(ckpt["net"])
         if ckpt.get("probe") is not None:
             probe.load_state_dict(ckpt["probe"])
+        if ckpt.get("pointer") is not None:
+            pointer.load_state_dict(ckpt["pointer"])
         opt.load_state_dict(ckpt["opt"])
         sched.load_state_dict(ckpt["sched"])
         next_epoch = int(ckpt["next_epoch"])
@@ -357,13 +407,17 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
             if text_sigma > 0:
                 batch["text"] += torch.from_numpy(rng.normal(
                     0.0, text_sigma, batch["text"].shape).astype(np.float32))
-            loss = chunk_loss(net, _forward(net, batch), batch["targets"], huber_delta,
-                              speed_weight)
+            pred, memory, _ = _encode(net, batch)
+            loss = chunk_loss(net, pred, batch["targets"], huber_delta, speed_weight)
             if use_probe:
                 labels = torch.from_numpy(kind_index[idx])
                 if bool((labels >= 0).any()):
                     loss = loss + kind_weight * torch.nn.functional.cross_entropy(
                         probe_logits(net, probe, batch["text"]), labels, ignore_index=-1)
+            if use_pointer and bool((batch["target_slot"] >= 0).any()):
+                loss = loss + target_weight * torch.nn.functional.cross_entropy(
+                    pointer_logits(net, pointer, memory, batch["objects_mask"]),
+                    batch["target_slot"], ignore_index=-1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -381,7 +435,7 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
                                "lr": sched.get_last_lr()[0]}
         if len(val_idx):
             row["val"] = evaluate(net, data, val_idx, batch_size, huber_delta, speed_weight,
-                                  probe_eval)
+                                  probe_eval, pointer if use_pointer else None)
         score = row["val"]["loss"] if len(val_idx) else row["train_loss"]
         improved = log["best_val_loss"] is None or score < log["best_val_loss"]
         if improved:
@@ -395,6 +449,7 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
         LOG.info("epoch %d: %s", epoch + 1, row)
         torch.save({"net": net.state_dict(), "opt": opt.state_dict(),
                     "probe": probe.state_dict() if use_probe else None,
+                    "pointer": pointer.state_dict() if use_pointer else None,
                     "sched": sched.state_dict(),
                     "next_epoch": epoch if stopped_early else epoch + 1,
                     "config": config.to_dict(), "log": log}, ckpt_path)
@@ -439,6 +494,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kind-weight", type=float, default=0.1,
                         help="weight of the auxiliary task-kind probe on the language tokens "
                              "(0 = off)")
+    parser.add_argument("--target-weight", type=float, default=0.1,
+                        help="weight of the auxiliary target pointer over the object tokens, "
+                             "on samples with a recorded target_slot (0 = off)")
     parser.add_argument("--text-noise", type=float, default=0.5,
                         help="expected norm of the gaussian noise added to the unit-norm "
                              "sentence embedding")
@@ -475,7 +533,8 @@ def run(args: argparse.Namespace) -> int:
                     val_fraction=args.val_fraction, threads=args.threads,
                     position_noise_m=args.position_noise, huber_delta=args.huber_delta,
                     speed_weight=args.speed_weight, kind_weight=args.kind_weight,
-                    text_noise=args.text_noise, warmup_steps=args.warmup_steps,
+                    text_noise=args.text_noise, target_weight=args.target_weight,
+                    warmup_steps=args.warmup_steps,
                     init_weights=args.init_weights, reword=not args.no_reword, keep=args.keep,
                     export=not args.no_export, progress=not args.no_progress)
     last = log["epochs"][-1] if log["epochs"] else {}
