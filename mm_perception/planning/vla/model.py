@@ -226,17 +226,6 @@ class VLAPolicyNet(nn.Module):
     def forward(self, image: torch.Tensor, image_mask: torch.Tensor, objects: torch.Tensor,
                 objects_mask: torch.Tensor, lanes: torch.Tensor, lanes_mask: torch.Tensor,
                 ego: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        memory, key_bias = self.encode(image, image_mask, objects, objects_mask, lanes,
-                                       lanes_mask, ego, text)
-        return self.act(memory, key_bias, ego)
-
-    def encode(self, image: torch.Tensor, image_mask: torch.Tensor, objects: torch.Tensor,
-               objects_mask: torch.Tensor, lanes: torch.Tensor, lanes_mask: torch.Tensor,
-               ego: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The inputs of :meth:`forward` -> ``(memory (B, T, d_model), key_bias (B, 1, 1,
-        T))``: the encoded tokens (after the final LayerNorm) in the order image patches,
-        objects (:meth:`object_memory` picks them), lanes, ego, language; and the additive
-        key mask of attention over them."""
         b = ego.shape[0]
         cam = image_mask.reshape(b, 1, 1, 1) > 0.5
         obj_on = objects_mask > 0.5
@@ -266,7 +255,14 @@ class VLAPolicyNet(nn.Module):
         x = tokens
         for block in self.encoder:
             x = block(x, key_bias)
-        return self.memory_norm(x), key_bias
+        memory = self.memory_norm(x)
+        q = self.queries.unsqueeze(0).expand(b, -1, -1)
+        for dec in self.decoder:
+            q = dec(q, memory, key_bias)
+        raw = self.head(self.head_norm(q))
+        if self.kinematic:
+            return self.integrate(ego, raw)
+        return self.prior(ego) + raw * self.out_scale
 
     def object_tokens(self, objects: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Object MLP: ``objects (B, N, 21)``, ``text (B, 384)`` -> ``(B, N, d_model)``; with
@@ -277,26 +273,6 @@ class VLAPolicyNet(nn.Module):
         linear1, act, drop, linear2 = self.objects
         gamma, beta = self.object_film(text).unsqueeze(1).chunk(2, dim=-1)   # (B, 1, d) each
         return linear2(drop(act(linear1(objects)) * (1.0 + gamma) + beta))
-
-    def object_memory(self, memory: torch.Tensor) -> torch.Tensor:
-        """``(B, N, d_model)``: the encoded object tokens of :meth:`encode`'s memory, in
-        slot order."""
-        rows, cols = self.config.image_grid
-        start = rows * cols
-        return memory[:, start:start + self.config.max_objects]
-
-    def act(self, memory: torch.Tensor, key_bias: torch.Tensor, ego: torch.Tensor,
-            ) -> torch.Tensor:
-        """The action decoder and head: :meth:`encode`'s outputs and ``ego`` ``(B, 3)`` ->
-        the ``(B, H, 3)`` chunk of :meth:`forward`."""
-        b = ego.shape[0]
-        q = self.queries.unsqueeze(0).expand(b, -1, -1)
-        for dec in self.decoder:
-            q = dec(q, memory, key_bias)
-        raw = self.head(self.head_norm(q))
-        if self.kinematic:
-            return self.integrate(ego, raw)
-        return self.prior(ego) + raw * self.out_scale
 
     def integrate(self, ego: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
         """Kinematic head: raw ``(B, H, 2)`` (acceleration, curvature logits) -> ``(B, H, 3)``

@@ -33,14 +33,18 @@ or :func:`train_vla` from Python. Data: a :mod:`~mm_perception.planning.vla.data
     batch from the training wordings of its task (:func:`parse_instruction` reads the task
     back from the recorded sentence), so each episode teaches every wording of its task,
     not the one it happened to be recorded with. Validation keeps the recorded wording;
-  - an auxiliary **target pointer** (``target_weight``): for the samples whose instruction
-    names an object ("stop behind the yellow truck") and whose demonstration recorded which
-    perceived object that is (``target_slot``), a linear score of every encoded object
-    token, softmax over the present objects, cross-entropy against that slot. The chunk
-    alone says which vehicle was meant only once the expert brakes for it, seconds after
-    the choice mattered; the pointer asks the encoder to bind the colour and class words to
-    one object token at every step, which the action decoder can then attend to. Like the
-    probe it is not part of the exported policy.
+  - an auxiliary **target pointer** (``target_weight``; needs ``object_film``): for the
+    samples whose instruction names an object ("stop behind the yellow truck") and whose
+    demonstration recorded which perceived object that is (``target_slot``), a linear
+    score of every object token as it enters the transformer (the object MLP with the
+    instruction's FiLM), softmax over the present objects, cross-entropy against that
+    slot. The chunk alone says which vehicle was meant only once the expert brakes for it,
+    seconds after the choice mattered; the pointer makes each object token say whether it
+    is the one named, at every step, for the action decoder to attend to. It reads the
+    tokens before the encoder on purpose: read after it, it reached 97 % on training
+    episodes and 55 % on validation ones (it learnt the scenes); before it, with only the
+    object's own features to go by, it generalises (74 % on validation after 6 epochs of
+    the pointer alone). Like the probe it is not part of the exported policy.
 - **Augmentation**: gaussian noise of ``position_noise_m`` on the positions of the present
   objects (perception is noisy). No instruction dropout: the instruction decides the
   behaviour the policy must learn (the "no language" ablation is a separate model trained
@@ -178,15 +182,19 @@ def probe_logits(net: VLAPolicyNet, probe: torch.nn.Linear, text: torch.Tensor,
     return probe(net.token_norm(net.language_tokens(text)).mean(dim=1))
 
 
-def pointer_logits(net: VLAPolicyNet, pointer: torch.nn.Linear, memory: torch.Tensor,
-                   objects_mask: torch.Tensor) -> torch.Tensor:
-    """``(B, N)`` target-pointer logits of the encoded object tokens (module docstring);
-    empty slots get :data:`~mm_perception.planning.vla.model.MASKED_SCORE`."""
+def pointer_logits(net: VLAPolicyNet, pointer: torch.nn.Linear,
+                   batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``(B, N)`` target-pointer logits of the instruction-conditioned object tokens
+    (module docstring); empty slots get
+    :data:`~mm_perception.planning.vla.model.MASKED_SCORE`."""
     import torch
 
     from mm_perception.planning.vla.model import MASKED_SCORE
 
-    logits = pointer(net.object_memory(memory)).squeeze(-1)
+    objects_mask = batch["objects_mask"]
+    objects = torch.where(objects_mask.unsqueeze(-1) > 0.5, batch["objects"],
+                          torch.zeros_like(batch["objects"]))
+    logits = pointer(net.object_tokens(objects, batch["text"])).squeeze(-1)
     return torch.where(objects_mask > 0.5, logits, torch.full_like(logits, MASKED_SCORE))
 
 
@@ -200,14 +208,10 @@ def chunk_loss(net: VLAPolicyNet, pred: torch.Tensor, target: torch.Tensor,
     return (err * weights).sum(dim=-1).mean()
 
 
-def _encode(net: VLAPolicyNet, batch: dict[str, torch.Tensor],
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(chunk (B, H, 3), memory, key_bias)`` of a batch: the forward pass, keeping the
-    encoder's output for the auxiliary losses."""
+def _forward(net: VLAPolicyNet, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     from mm_perception.planning.vla.processor import INPUT_NAMES
 
-    memory, key_bias = net.encode(*(batch[k] for k in INPUT_NAMES))
-    return net.act(memory, key_bias, batch["ego"]), memory, key_bias
+    return net(*(batch[k] for k in INPUT_NAMES))
 
 
 def evaluate(net: VLAPolicyNet, data: DemoDataset, indices: I64, batch_size: int,
@@ -228,7 +232,7 @@ def evaluate(net: VLAPolicyNet, data: DemoDataset, indices: I64, batch_size: int
         for start in range(0, len(indices), batch_size):
             idx = indices[start:start + batch_size]
             batch = data.batch(idx)
-            pred, memory, _ = _encode(net, batch)
+            pred = _forward(net, batch)
             tgt = batch["targets"]
             n = len(tgt)
             sums["loss"] += float(chunk_loss(net, pred, tgt, huber_delta, speed_weight)) * n
@@ -245,7 +249,7 @@ def evaluate(net: VLAPolicyNet, data: DemoDataset, indices: I64, batch_size: int
             if pointer is not None:
                 slot = batch["target_slot"]
                 has = slot >= 0
-                pick = pointer_logits(net, pointer, memory, batch["objects_mask"]).argmax(dim=1)
+                pick = pointer_logits(net, pointer, batch).argmax(dim=1)
                 pointed += int((pick[has] == slot[has]).sum())
                 targets += int(has.sum())
     count = max(len(indices), 1)
@@ -325,8 +329,8 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
     use_probe = config.language and kind_weight > 0 and len(kinds) >= 2
     text_sigma = text_noise / math.sqrt(config.text_dim) if config.language else 0.0
     probe = torch.nn.Linear(config.d_model, max(len(kinds), 1))
-    # the pointer needs an instruction to point by, and labels to learn from
-    use_pointer = (config.language and target_weight > 0
+    # the pointer needs an instruction to point by (through the FiLM), and labels
+    use_pointer = (config.language and config.object_film and target_weight > 0
                    and bool((data.target_slot[train_idx] >= 0).any()))
     pointer = torch.nn.Linear(config.d_model, 1)
     params = (list(net.parameters()) + (list(probe.parameters()) if use_probe else [])
@@ -407,8 +411,8 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
             if text_sigma > 0:
                 batch["text"] += torch.from_numpy(rng.normal(
                     0.0, text_sigma, batch["text"].shape).astype(np.float32))
-            pred, memory, _ = _encode(net, batch)
-            loss = chunk_loss(net, pred, batch["targets"], huber_delta, speed_weight)
+            loss = chunk_loss(net, _forward(net, batch), batch["targets"], huber_delta,
+                              speed_weight)
             if use_probe:
                 labels = torch.from_numpy(kind_index[idx])
                 if bool((labels >= 0).any()):
@@ -416,7 +420,7 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
                         probe_logits(net, probe, batch["text"]), labels, ignore_index=-1)
             if use_pointer and bool((batch["target_slot"] >= 0).any()):
                 loss = loss + target_weight * torch.nn.functional.cross_entropy(
-                    pointer_logits(net, pointer, memory, batch["objects_mask"]),
+                    pointer_logits(net, pointer, batch),
                     batch["target_slot"], ignore_index=-1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
