@@ -231,6 +231,19 @@ def test_kind_labels_index_the_sorted_kinds() -> None:
     np.testing.assert_array_equal(labels, [1, 0, -1, -1, 1])
 
 
+def test_balanced_draws_give_every_kind_the_same_share(demo_dir: Path, encoder: TextEncoder,
+                                                      tmp_path: Path) -> None:
+    labels = np.array([0, 0, 0, 1, -1, -1, 0, 2])
+    p = train_mod.balance_probabilities(labels)
+    assert p.sum() == pytest.approx(1.0)
+    for kind in (-1, 0, 1, 2):  # unlabelled samples are one group of their own
+        assert p[labels == kind].sum() == pytest.approx(0.25)
+    log = train_mod.train_vla(CFG, demo_dir, tmp_path / "bal", **{
+        **_train_kw(encoder), "epochs": 1}, balance_kinds=True, export=False)
+    assert log["args"]["balance_kinds"] is True
+    assert log["epochs"][0]["steps"] == math.ceil(log["train_samples"] / 8)
+
+
 def test_task_probe_separates_the_instructions(trained: tuple[Path, dict[str, Any]],
                                                demo_dir: Path, encoder: TextEncoder,
                                                tmp_path: Path) -> None:
@@ -302,6 +315,15 @@ def test_target_pointer_learns_which_object_the_instruction_names(
                               target_weight=0.0, export=False)
     assert off["target_pointer"]["used"] is False
     assert "target_accuracy" not in off["epochs"][0]["val"]
+    # the grounding layers have their own learning rate: here only they move
+    frozen = train_mod.train_vla(CFG, data_dir, tmp_path / "frozen", **{
+        **kw, "epochs": 1, "lr": 1e-12, "init_weights": tmp_path / "on"}, target_weight=1.0,
+        grounding_lr_mult=1e9, export=False)
+    assert frozen["args"]["grounding_lr_mult"] == 1e9
+    moved = torch.load(tmp_path / "frozen" / "vla.pt", weights_only=True)
+    for name, value in state.items():
+        changed = not torch.allclose(moved[name], value, rtol=0, atol=1e-7)
+        assert changed == name.startswith("object_film."), name
     # demonstrations without labels (recorded before them) load as -1 and train without it
     assert (DemoDataset(demo_dir, CFG, text_encoder=encoder).target_slot == -1).all()
     # a label outside the slots is a malformed shard, named

@@ -44,7 +44,13 @@ or :func:`train_vla` from Python. Data: a :mod:`~mm_perception.planning.vla.data
     tokens before the encoder on purpose: read after it, it reached 97 % on training
     episodes and 55 % on validation ones (it learnt the scenes); before it, with only the
     object's own features to go by, it generalises (74 % on validation after 6 epochs of
-    the pointer alone). Like the probe it is not part of the exported policy.
+    the pointer alone). Like the probe it is not part of the exported policy. The FiLM
+    layer and the pointer train at ``grounding_lr_mult`` times ``lr`` (fine-tuning a policy
+    at a low ``lr``, they are the layers that start from zero).
+- **Balance** (``balance_kinds``): an epoch is one pass over the training samples in a
+  seeded random order; or, when DAgger rounds have recorded some task kinds far more than
+  others, as many draws with replacement, each task kind (``meta["kind"]``) equally
+  likely, so that the kinds recorded most do not crowd the others out of the fine-tuning.
 - **Augmentation**: gaussian noise of ``position_noise_m`` on the positions of the present
   objects (perception is noisy). No instruction dropout: the instruction decides the
   behaviour the policy must learn (the "no language" ablation is a separate model trained
@@ -176,6 +182,15 @@ def kind_labels(meta: Sequence[dict[str, Any]]) -> tuple[I64, list[str]]:
     return labels, kinds
 
 
+def balance_probabilities(labels: I64) -> npt.NDArray[np.float64]:
+    """``(N,)`` probabilities of drawing each sample so that every task kind (``labels``,
+    -1 = none, one group of its own) is drawn equally often: ``1 / (kinds * count of its
+    kind)``."""
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    p = 1.0 / (len(counts) * counts[inverse].astype(np.float64))
+    return p / p.sum()
+
+
 def probe_logits(net: VLAPolicyNet, probe: torch.nn.Linear, text: torch.Tensor,
                  ) -> torch.Tensor:
     """``(B, kinds)`` task-probe logits of ``text`` ``(B, 384)`` (module docstring)."""
@@ -267,7 +282,8 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
               max_minutes: float = 0.0, val_fraction: float = 0.15, threads: int = 1,
               position_noise_m: float = 0.1, huber_delta: float = 0.05,
               speed_weight: float = 0.5, kind_weight: float = 0.1, text_noise: float = 0.5,
-              target_weight: float = 0.1,
+              target_weight: float = 0.1, grounding_lr_mult: float = 1.0,
+              balance_kinds: bool = False,
               warmup_steps: int = 100, init_weights: str | Path | None = None,
               reword: bool = True, keep: str = "best", export: bool = True,
               progress: bool = True, text_encoder: TextEncoder | None = None,
@@ -295,7 +311,8 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
     for key, fvalue in (("position_noise_m", position_noise_m), ("speed_weight", speed_weight),
                         ("weight_decay", weight_decay), ("max_minutes", max_minutes),
                         ("warmup_steps", warmup_steps), ("kind_weight", kind_weight),
-                        ("text_noise", text_noise), ("target_weight", target_weight)):
+                        ("text_noise", text_noise), ("target_weight", target_weight),
+                        ("grounding_lr_mult", grounding_lr_mult)):
         if not (math.isfinite(fvalue) and fvalue >= 0):
             raise ConfigError(f"{key} must be >= 0, got {fvalue!r}")
     if keep not in ("best", "last"):
@@ -333,9 +350,17 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
     use_pointer = (config.language and config.object_film and target_weight > 0
                    and bool((data.target_slot[train_idx] >= 0).any()))
     pointer = torch.nn.Linear(config.d_model, 1)
-    params = (list(net.parameters()) + (list(probe.parameters()) if use_probe else [])
-              + (list(pointer.parameters()) if use_pointer else []))
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    # the grounding layers (object FiLM and pointer) may learn faster than the rest: when
+    # fine-tuning at a low lr they start from zero while everything else is trained
+    grounding = ([*net.object_film.parameters(), *pointer.parameters()]
+                 if use_pointer and net.object_film is not None else [])
+    ids = {id(p) for p in grounding}
+    rest = ([p for p in net.parameters() if id(p) not in ids]
+            + (list(probe.parameters()) if use_probe else []))
+    groups: list[dict[str, Any]] = [{"params": rest, "lr": lr}]
+    if grounding:
+        groups.append({"params": grounding, "lr": lr * grounding_lr_mult})
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(train_idx) / batch_size)
     total_steps = steps_per_epoch * epochs
 
@@ -346,6 +371,7 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
         return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    draw_p = balance_probabilities(kind_index[train_idx]) if balance_kinds else None
     noise = position_noise_m / config.position_scale_m
     log: dict[str, Any] = {
         "command": command if command is not None else shlex.join(sys.argv),
@@ -355,6 +381,7 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
                  "position_noise_m": position_noise_m, "huber_delta": huber_delta,
                  "speed_weight": speed_weight, "kind_weight": kind_weight,
                  "text_noise": text_noise, "target_weight": target_weight,
+                 "grounding_lr_mult": grounding_lr_mult, "balance_kinds": balance_kinds,
                  "warmup_steps": warmup_steps,
                  "max_minutes": max_minutes, "reword": reword, "keep": keep,
                  "init_weights": None if init_weights is None else str(init_weights)},
@@ -394,7 +421,8 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
         net.train()
         rng = np.random.default_rng([seed, epoch])
         torch.manual_seed(seed * 1000 + epoch)
-        perm = train_idx[rng.permutation(len(train_idx))]
+        perm = (train_idx[rng.choice(len(train_idx), len(train_idx), p=draw_p)]
+                if draw_p is not None else train_idx[rng.permutation(len(train_idx))])
         total, done = 0.0, 0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
                    disable=not progress)
@@ -501,6 +529,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-weight", type=float, default=0.1,
                         help="weight of the auxiliary target pointer over the object tokens, "
                              "on samples with a recorded target_slot (0 = off)")
+    parser.add_argument("--grounding-lr-mult", type=float, default=1.0,
+                        help="learning rate of the object FiLM and the target pointer, in "
+                             "multiples of --lr (they start from zero when fine-tuning)")
+    parser.add_argument("--balance-kinds", action="store_true",
+                        help="draw every task kind equally often (with replacement) instead "
+                             "of one pass over the samples per epoch")
     parser.add_argument("--text-noise", type=float, default=0.5,
                         help="expected norm of the gaussian noise added to the unit-norm "
                              "sentence embedding")
@@ -538,6 +572,7 @@ def run(args: argparse.Namespace) -> int:
                     position_noise_m=args.position_noise, huber_delta=args.huber_delta,
                     speed_weight=args.speed_weight, kind_weight=args.kind_weight,
                     text_noise=args.text_noise, target_weight=args.target_weight,
+                    grounding_lr_mult=args.grounding_lr_mult, balance_kinds=args.balance_kinds,
                     warmup_steps=args.warmup_steps,
                     init_weights=args.init_weights, reword=not args.no_reword, keep=args.keep,
                     export=not args.no_export, progress=not args.no_progress)
