@@ -121,11 +121,12 @@ The shipped weights (``mm_perception/planning/vla/weights/``) were made with::
         --grounding-lr-mult 3 --warmup-steps 50 --epochs 3 --threads 2 \
         --keep last --target-weight 0.5 --balance-kinds               # 9.9 min
 
-(*) R6 and R7 were trained by commit 911591c, whose target pointer read the encoder's output
-tokens (since 4d08588 it reads the object tokens before the encoder, and needs
-``object_film``): R6 without object FiLM (R5's config) and pointer weight 0.1, R7 widened to
-object FiLM. The stop_behind recordings from seed 95 on carry ``target_slot``; the earlier
-ones do not (-1).
+(*) R6 and R7 were trained with the code of commit 911591c, whose target pointer read the
+encoder's output tokens and needed no FiLM (since 4d08588 it reads the object tokens before
+the encoder, and needs ``object_film``): R6 with R5's config (``object_film`` false; at that
+commit ``--config`` with it) and the default pointer weight 0.1, R7 widened from it to the
+default config (object FiLM). The stop_behind recordings from seed 95 on carry
+``target_slot``; the earlier ones do not (-1).
 
 Round 0: 225 expert episodes (9 task kinds x seeds 0-24, training wordings, DART noise; the
 expert succeeded in 201), 11975 samples. DAgger round 1 adds 225 episodes driven by the
