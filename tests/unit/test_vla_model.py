@@ -279,13 +279,15 @@ def test_object_film_makes_object_tokens_depend_on_the_instruction() -> None:
     objects = torch.randn(2, TINY.max_objects, OBJECT_FEATURES)
     a, b = torch.randn(2, TINY.text_dim), torch.randn(2, TINY.text_dim)
     # zero-initialised: the identity, the tokens of a policy without FiLM
-    torch.testing.assert_close(net.object_tokens(objects, a), plain.object_tokens(objects, b))
+    mask = torch.ones(2, TINY.max_objects)
+    torch.testing.assert_close(net.object_tokens(objects, mask, a),
+                               plain.object_tokens(objects, mask, b))
     assert net.object_film is not None and plain.object_film is None
     torch.nn.init.normal_(net.object_film.weight, std=0.1)
-    tok_a, tok_b = net.object_tokens(objects, a), net.object_tokens(objects, b)
+    tok_a, tok_b = net.object_tokens(objects, mask, a), net.object_tokens(objects, mask, b)
     assert not torch.allclose(tok_a, tok_b)
     # per sample: each row of the batch is modulated by its own sentence
-    torch.testing.assert_close(net.object_tokens(objects[:1], a[:1]), tok_a[:1])
+    torch.testing.assert_close(net.object_tokens(objects[:1], mask[:1], a[:1]), tok_a[:1])
 
 
 def test_masked_tokens_do_not_change_the_output() -> None:

@@ -230,13 +230,13 @@ class VLAPolicyNet(nn.Module):
         cam = image_mask.reshape(b, 1, 1, 1) > 0.5
         obj_on = objects_mask > 0.5
         lane_on = lanes_mask > 0.5
-        # masked inputs become zeros before any layer (a NaN times a 0 weight is still NaN)
+        # masked inputs become zeros before any layer (a NaN times a 0 weight is still NaN);
+        # the objects in object_tokens, which the training's target pointer also calls
         image = torch.where(cam, image, torch.zeros_like(image))
-        objects = torch.where(obj_on.unsqueeze(-1), objects, torch.zeros_like(objects))
         lanes = torch.where(lane_on.reshape(b, -1, 1, 1), lanes, torch.zeros_like(lanes))
 
         img_tok = self.image(image) + self.modality[0]
-        obj_tok = self.object_tokens(objects, text) + self.modality[1]
+        obj_tok = self.object_tokens(objects, objects_mask, text) + self.modality[1]
         lane_tok = self.lanes(lanes.flatten(2)) + self.lane_role + self.modality[2]
         ego_tok = self.ego(ego).unsqueeze(1) + self.modality[3]
         lang_tok = self.language_tokens(text)
@@ -264,10 +264,14 @@ class VLAPolicyNet(nn.Module):
             return self.integrate(ego, raw)
         return self.prior(ego) + raw * self.out_scale
 
-    def object_tokens(self, objects: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """Object MLP: ``objects (B, N, 21)``, ``text (B, 384)`` -> ``(B, N, d_model)``; with
-        ``object_film`` its hidden layer ``h`` becomes ``h * (1 + gamma) + beta``, ``gamma,
-        beta`` linear in the sentence embedding."""
+    def object_tokens(self, objects: torch.Tensor, objects_mask: torch.Tensor,
+                      text: torch.Tensor) -> torch.Tensor:
+        """Object MLP: ``objects (B, N, 21)``, ``objects_mask (B, N)``, ``text (B, 384)`` ->
+        ``(B, N, d_model)``; empty slots are zeroed first (as every masked input of
+        :meth:`forward`); with ``object_film`` the hidden layer ``h`` becomes
+        ``h * (1 + gamma) + beta``, ``gamma, beta`` linear in the sentence embedding."""
+        objects = torch.where(objects_mask.unsqueeze(-1) > 0.5, objects,
+                              torch.zeros_like(objects))
         if self.object_film is None:
             return self.objects(objects)
         linear1, act, drop, linear2 = self.objects

@@ -240,9 +240,8 @@ def pointer_logits(net: VLAPolicyNet, pointer: torch.nn.Linear,
     from mm_perception.planning.vla.model import MASKED_SCORE
 
     objects_mask = batch["objects_mask"]
-    objects = torch.where(objects_mask.unsqueeze(-1) > 0.5, batch["objects"],
-                          torch.zeros_like(batch["objects"]))
-    logits = pointer(net.object_tokens(objects, batch["text"])).squeeze(-1)
+    logits = pointer(net.object_tokens(batch["objects"], objects_mask, batch["text"])
+                     ).squeeze(-1)
     return torch.where(objects_mask > 0.5, logits, torch.full_like(logits, MASKED_SCORE))
 
 
