@@ -7,7 +7,9 @@ what the privileged expert and the success check need (route, goal path, target 
 seed varies positions, speeds, agent classes and colours, the distractors and the wording;
 ``split`` only chooses between TRAIN and HELD-OUT wordings (the scene is the same).
 
-Every episode: a vehicle ego starting at about 8 m/s, at most 8 agents, 12-16 s.
+Every episode: a vehicle ego starting at about 8 m/s, at most 8 agents, 12-16 s (16 s for
+yield_pedestrians: a slow walker starting late from the far kerb leaves the ego's lane only
+after about 10 s, and the ego then needs about 4 s from the stop line to clear the crosswalk).
 
 ==================  ==================================================  =====================
 kind                scene                                               success (at the end)
@@ -91,7 +93,7 @@ _JUNCTION: Spec = {"type": "intersection", "lanes_per_direction": 1, "lane_width
 _DURATION_S: Mapping[TaskKind, float] = MappingProxyType({
     TaskKind.FOLLOW_SPEED: 12.0, TaskKind.STOP_BEHIND: 16.0, TaskKind.TURN_LEFT: 14.0,
     TaskKind.TURN_RIGHT: 14.0, TaskKind.GO_STRAIGHT: 14.0,
-    TaskKind.YIELD_PEDESTRIANS: 14.0, TaskKind.PULL_OVER: 14.0,
+    TaskKind.YIELD_PEDESTRIANS: 16.0, TaskKind.PULL_OVER: 14.0,
     TaskKind.CHANGE_LANE_LEFT: 12.0, TaskKind.CHANGE_LANE_RIGHT: 12.0})
 _KIND_INDEX = {k: i for i, k in enumerate(TaskKind)}
 _TURN_ROUTE = {TaskKind.TURN_LEFT: ("w_left", "n_out_0"),
