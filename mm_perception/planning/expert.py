@@ -19,7 +19,6 @@ walkers predicted to step into the lane within a few seconds brakes too late fro
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,9 +33,10 @@ from mm_perception.planning.observation import (
     PlannerObservation,
     ego_pose2,
     to_base,
+    to_world,
 )
 from mm_perception.planning.sim_bridge import path_points
-from mm_perception.planning.suite import Episode
+from mm_perception.planning.suite import Episode, crossing_arc_length
 from mm_perception.planning.trajectory import Trajectory
 from mm_perception.sim.layouts import Path
 from mm_perception.sim.scenario import Crossing, LaneFollow
@@ -167,15 +167,11 @@ class ExpertPlanner:
                        if o.object_id == self.episode.target_actor_id), None)
         if target is None:
             return None  # not in the scene (cannot happen in the suite): just drive on
-        x0, y0, yaw = ego_pose2(obs.ego)
-        c, s = math.cos(yaw), math.sin(yaw)
-        tx = x0 + c * target.xy[0] - s * target.xy[1]
-        ty = y0 + s * target.xy[0] + c * target.xy[1]
-        s_target, _ = self._path.closest(tx, ty)
+        tx, ty = to_world(obs.ego, target.xy[None, :])[0]
+        s_target, _ = self._path.closest(float(tx), float(ty))
         ego_half = self.config.lane_follow.ego_length_m / 2
         stop = (s_target - float(target.size[0]) / 2) - self.config.stop_gap_m - ego_half
         return max(stop - s_ego, 0.0)
-
 
     def _crosswalk_stop(self, obs: PlannerObservation, s_ego: float) -> float | None:
         """Arc length from the ego at which base_link stops to give way at the zebra
@@ -194,14 +190,12 @@ class ExpertPlanner:
         if stop < -cfg.crosswalk_stop_margin_m or \
                 v * v / (2 * cfg.lane_follow.max_decel_mps2) > stop + cfg.crosswalk_stop_margin_m:
             return None
-        x0, y0, yaw = ego_pose2(obs.ego)
-        c, s = math.cos(yaw), math.sin(yaw)
         clear = cfg.lane_follow.ego_width_m / 2 + cfg.crosswalk_clear_m
         for obj in obs.ground_truth:
             walk = self._walk_dir.get(obj.object_id)
             if walk is None:
                 continue  # only walkers crossing on a crosswalk
-            p = np.array([x0 + c * obj.xy[0] - s * obj.xy[1], y0 + s * obj.xy[0] + c * obj.xy[1]])
+            p = to_world(obs.ego, obj.xy[None, :])[0]
             t = float((p - origin) @ along)
             if abs(float((p - origin) @ across)) > cfg.crosswalk_half_width_m \
                     + cfg.crosswalk_zone_m or not -cfg.crosswalk_zone_m <= t \
@@ -224,7 +218,7 @@ def _crosswalk_on_route(episode: Episode, path: Path
     length = float(np.linalg.norm(b - a))
     along = (b - a) / length
     across = np.array([-along[1], along[0]])
-    s_cross = float(path.closest_many(np.stack([a, b]))[0].mean())
+    s_cross = crossing_arc_length(path, episode.crossing)
     t_cross = float((path_points(path, np.array([s_cross]))[0] - a) @ along)
     return a, along, across, s_cross, t_cross, length
 

@@ -54,7 +54,7 @@ from mm_perception.planning.instructions import (
     check_kind_split,
     render_instruction,
 )
-from mm_perception.sim.layouts import Layout
+from mm_perception.sim.layouts import Layout, Path
 from mm_perception.sim.scenario import Scenario
 from mm_perception.sim.spec import ActorState
 
@@ -153,6 +153,14 @@ class Episode:
 
 
 # ---------------------------------------------------------------------------- building
+
+
+def crossing_arc_length(path: Path,
+                        crossing: tuple[tuple[float, float], tuple[float, float]]) -> float:
+    """Arc length (m) of ``path`` where it crosses the crosswalk line ``crossing`` (world
+    ``((x0, y0), (x1, y1))``, m): the mean of its ends' projections, exact for a straight
+    path square to the line."""
+    return float(path.closest_many(np.array(crossing, dtype=np.float64))[0].mean())
 
 
 def _follow(path: str, s0: float, speed: float, **extra: Any) -> Spec:
@@ -526,9 +534,8 @@ class SuccessMonitor:
             return True, "ok", m
         if kind is TaskKind.YIELD_PEDESTRIANS:
             assert self.episode.crossing is not None
-            (x0, y0), (x1, y1) = self.episode.crossing
             path = self._layout.paths[goal]
-            s_cross = float(path.closest_many(np.array([[x0, y0], [x1, y1]]))[0].mean())
+            s_cross = crossing_arc_length(path, self.episode.crossing)
             s_ego, _, _ = self._on(goal, ego)
             past = (s_ego - self._ego_length / 2) - (s_cross + 1.5)  # crosswalks are 3 m wide
             m = {"past_crossing_m": past}
@@ -555,4 +562,4 @@ class SuccessMonitor:
 
 
 __all__ = ["EGO_INITIAL_SPEED", "FOLLOW_SPEEDS", "SUITES", "Episode", "EpisodeOutcome",
-           "SuccessMonitor", "build_episode", "suite_episodes"]
+           "SuccessMonitor", "build_episode", "crossing_arc_length", "suite_episodes"]
