@@ -20,6 +20,7 @@ walkers predicted to step into the lane within a few seconds brakes too late fro
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -114,7 +115,7 @@ class ExpertPlanner:
         # also while it still waits at the kerb or after it has arrived
         self._walk_dir: dict[int, float] = {}
         if self._crosswalk is not None:
-            along = self._crosswalk[1]
+            along = self._crosswalk.along
             for agent in episode.scenario.agents:
                 b = agent.behaviour
                 if isinstance(b, Crossing):
@@ -206,12 +207,22 @@ class ExpertPlanner:
         return None
 
 
-def _crosswalk_on_route(episode: Episode, path: Path
-                        ) -> tuple[F64, F64, F64, float, float, float] | None:
-    """The episode's zebra crossing as ``(origin, along, across, s_cross, t_cross, length)``:
-    the line's first end (world, m), unit vectors along and across it, the route path's arc
-    length where it crosses the line (m), the line's arc length there (m) and its length (m);
-    None without a crossing."""
+class _Crosswalk(NamedTuple):
+    """A zebra crossing on the route: ``origin`` the line's first end (world, m), ``along`` /
+    ``across`` unit vectors along and across the line, ``s_cross`` the route path's arc
+    length where it crosses the line (m), ``t_cross`` the line's arc length there (m),
+    ``length`` the line's length (m)."""
+
+    origin: F64
+    along: F64
+    across: F64
+    s_cross: float
+    t_cross: float
+    length: float
+
+
+def _crosswalk_on_route(episode: Episode, path: Path) -> _Crosswalk | None:
+    """The episode's zebra crossing on ``path``; None without a crossing."""
     if episode.crossing is None:
         return None
     a, b = (np.asarray(p, dtype=np.float64) for p in episode.crossing)
@@ -220,7 +231,7 @@ def _crosswalk_on_route(episode: Episode, path: Path
     across = np.array([-along[1], along[0]])
     s_cross = crossing_arc_length(path, episode.crossing)
     t_cross = float((path_points(path, np.array([s_cross]))[0] - a) @ along)
-    return a, along, across, s_cross, t_cross, length
+    return _Crosswalk(a, along, across, s_cross, t_cross, length)
 
 
 def _agents_off_route(episode: Episode, clearance_m: float) -> frozenset[int]:
