@@ -10,16 +10,21 @@ replaces it by a fallback, in this order:
 3. an emergency stop (``max_decel_mps2``), always returned: it is inside the limits by
    construction.
 
-Optionally (``escape_horizon_s`` > 0) a trajectory must also keep a way out: braking hard
-along its own path from where it will be at the next replan (``escape_after_s`` from now)
-must be predicted free of collisions while the ego then stands still, up to
-``escape_horizon_s`` from now (reason ``no_escape``). The ego is only committed to a chunk
-until the planner's next one, and a planner that always plans "slow now, fast later" never
-executes its fast part: without this check it creeps, chunk by passed chunk, into a crossing
-lane where every fallback stop stands in the way of the crossing traffic. Traffic from behind
-in the ego's direction (within ``FOLLOWER_MAX_ANGLE_RAD`` of its heading) is left out of this
-check: not running into a braking vehicle is the follower's duty, and counting it would
-forbid braking whenever a car follows.
+A trajectory must also keep a way out (``escape_horizon_s`` > 0; by default against
+pedestrians and cyclists only, ``escape_labels``): braking hard along its own path from where
+it will be at the next replan (``escape_after_s`` from now) must be predicted free of
+collisions while the ego then stands still, up to ``escape_horizon_s`` from now (reason
+``no_escape``). The ego is only committed to a chunk until the planner's next one, and a
+planner that always plans "slow now, fast later" never executes its fast part: without this
+check it creeps, chunk by passed chunk, into a crossing lane where every fallback stop stands
+in the way of the crossing traffic. The same holds for walkers at a crossing: a planner that
+keeps its speed until they are a few metres from its lane and only then brakes stops on
+their line (in the closed-loop suite the VLA did, and hit one); with the check, the chunk
+that would take the ego past the point where it can still stop clear of them is refused one
+replan earlier. Traffic from behind in the ego's direction (within
+``FOLLOWER_MAX_ANGLE_RAD`` of its heading) is left out of this check: not running into a
+braking vehicle is the follower's duty, and counting it would forbid braking whenever a car
+follows.
 
 Stale or clock-inconsistent inputs (perception, instruction, odometry) or tracks in another
 frame skip the planner's trajectory and go straight to 2/3. Every result is counted by status
@@ -131,13 +136,16 @@ class SafetyConfig:
             planner's replanning period (the ego is committed to a chunk until the next).
         escape_horizon_s: how long after now the ego braking (``max_decel_mps2``) along the
             trajectory's path from ``escape_after_s`` and then standing still must be
-            predicted free of collisions, s; 0 (the default) switches the way-out check
-            off. It must cover the time crossing traffic takes to arrive from where it is
-            first tracked. Off by default because it also refuses a turn that merges ahead
-            of traffic with a safe gap (braking hard after the merge would be "hit" by the
-            vehicle then behind, which is not yet a follower by heading): with 5 s the
-            closed-loop suite had no collision at all, but the privileged expert's turns
-            stalled inside the junction (see the README).
+            predicted free of collisions, s; 0 switches the way-out check off. It must
+            cover the time crossing traffic takes to arrive from where it is first tracked
+            (5 s: a walker at 1.3 m/s crosses a 3.5-m lane and a kerb in about 4 s).
+        escape_labels: the object classes (labels) the way-out check considers; empty: all.
+            Pedestrians and cyclists by default. Vehicles are left out because the check
+            also refuses a turn that merges ahead of traffic with a safe gap (braking hard
+            after the merge would be "hit" by the vehicle then behind, which is not yet a
+            follower by heading): with every class, the closed-loop suite had no collision
+            at all, but the privileged expert's turns stalled inside the junction (see the
+            README).
 
     Raises:
         ConfigError: naming the field, for a non-number, a non-finite or non-positive value
@@ -163,7 +171,8 @@ class SafetyConfig:
     speed_tolerance_mps: float = 0.2
     tentative_static: bool = True
     escape_after_s: float = 0.5
-    escape_horizon_s: float = 0.0
+    escape_horizon_s: float = 5.0
+    escape_labels: tuple[str, ...] = ("pedestrian", "cyclist")
 
     def __post_init__(self) -> None:
         flags = ("instruction_required", "tentative_static")
@@ -171,7 +180,14 @@ class SafetyConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"SafetyConfig.{name} must be a bool, got "
                                   f"{getattr(self, name)!r}")
-        check_numbers(self, [f.name for f in fields(self) if f.name not in flags],
+        labels = self.escape_labels
+        if (not isinstance(labels, tuple | list)
+                or not all(isinstance(x, str) and x for x in labels)):
+            raise ConfigError(f"SafetyConfig.escape_labels must be a list of class labels, "
+                              f"got {labels!r}")
+        object.__setattr__(self, "escape_labels", tuple(labels))
+        skip = (*flags, "escape_labels")
+        check_numbers(self, [f.name for f in fields(self) if f.name not in skip],
                       may_be_zero=("margin_m", "speed_tolerance_mps", "escape_horizon_s"))
         if self.comfort_decel_mps2 > self.max_decel_mps2:
             raise ConfigError(f"SafetyConfig.comfort_decel_mps2 ({self.comfort_decel_mps2}) "
@@ -215,6 +231,13 @@ class _Obstacles(NamedTuple):
     yaw: F64         # (T,) radians
     half: F64        # (T, 2) half length, half width, metres
     stamp_ns: list[int]  # (T,) stamps as Python ints (exact differences)
+    labels: list[str]    # (T,) object class labels
+
+    def subset(self, keep: BoolArray) -> _Obstacles:
+        """The obstacles where ``keep`` ((T,) bool) is True."""
+        return _Obstacles(self.xy[keep], self.velocity[keep], self.yaw[keep], self.half[keep],
+                          [s for s, k in zip(self.stamp_ns, keep, strict=True) if k],
+                          [x for x, k in zip(self.labels, keep, strict=True) if k])
 
 
 def _obstacles(tracks: Sequence[Track], frame_id: str,
@@ -236,10 +259,15 @@ def _obstacles(tracks: Sequence[Track], frame_id: str,
         else:
             vel = (velocity[0], velocity[1])
         rows.append((obj.box.center[0], obj.box.center[1], vel[0], vel[1], obj.box.yaw,
-                     obj.box.size[0] / 2, obj.box.size[1] / 2, obj.stamp_ns))
+                     obj.box.size[0] / 2, obj.box.size[1] / 2, obj.stamp_ns, obj.label))
     arr = np.array([r[:7] for r in rows], dtype=np.float64).reshape(-1, 7)
     return _Obstacles(arr[:, 0:2], arr[:, 2:4], arr[:, 4], arr[:, 5:7],
-                      [int(r[7]) for r in rows]), frames_ok
+                      [int(r[7]) for r in rows], [_label(r[8]) for r in rows]), frames_ok
+
+
+def _label(label: object) -> str:
+    """A class label as its plain string (an enum member as its value)."""
+    return str(label.value) if isinstance(label, enum.Enum) else str(label)
 
 
 def _overlaps(ego_xy: F64, ego_yaw: F64, ego_half: tuple[float, float],
@@ -598,6 +626,9 @@ class SafetyFilter:
         if cfg.escape_horizon_s <= 0.0 or obstacles.xy.shape[0] == 0:
             return False
         ahead = _without_followers(obstacles, ego)
+        if cfg.escape_labels:
+            ahead = ahead.subset(np.array([x in cfg.escape_labels for x in ahead.labels],
+                                          dtype=np.bool_).reshape(-1))
         # the path from the ego's measured state on: the trajectory's samples may start
         # ahead of it (a chunk's first waypoint is due one step after its stamp)
         elapsed_s = (now_ns - traj.stamp_ns) / _NS_PER_S
@@ -680,10 +711,7 @@ def _without_followers(obstacles: _Obstacles, ego: EgoState) -> _Obstacles:
     behind = (obstacles.xy - ego.pose.translation[:2]) @ forward < 0.0
     speed = np.hypot(obstacles.velocity[:, 0], obstacles.velocity[:, 1])
     along = obstacles.velocity @ forward > speed * math.cos(FOLLOWER_MAX_ANGLE_RAD)
-    keep = ~(behind & along & (speed > FOLLOWER_MIN_SPEED_MPS))
-    return _Obstacles(obstacles.xy[keep], obstacles.velocity[keep], obstacles.yaw[keep],
-                      obstacles.half[keep], [s for s, k in zip(obstacles.stamp_ns, keep,
-                                                               strict=True) if k])
+    return obstacles.subset(~(behind & along & (speed > FOLLOWER_MIN_SPEED_MPS)))
 
 
 def _fresh(stamp_ns: int | None, now_ns: int, timeout_s: float) -> bool:

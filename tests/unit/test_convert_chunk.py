@@ -183,7 +183,9 @@ def test_load_layout_names_what_is_wrong(tmp_path: Path, text: str, needle: str)
 def test_safety_filter_schema_covers_every_safety_config_field() -> None:
     props = load_schema("safety_filter")["properties"]
     want = {f"safety.{f.name}": f.default for f in dataclasses.fields(SafetyConfig)}
-    got = {k: v["default"] for k, v in props.items() if k.startswith("safety.")}
+    # JSON has lists where the dataclass has tuples
+    got = {k: tuple(v["default"]) if isinstance(v["default"], list) else v["default"]
+           for k, v in props.items() if k.startswith("safety.")}
     assert got == want, "config/schema/safety_filter.schema.json and SafetyConfig disagree"
     assert (config_dir() / "safety_filter.param.yaml").is_file()
 
@@ -197,6 +199,12 @@ def test_safety_config_from_params_names_the_parameter() -> None:
     params.update({"safety.max_speed_mps": 8, "safety.instruction_required": False})
     cfg = safety_config_from_params(params)
     assert cfg.max_speed_mps == 8.0 and cfg.instruction_required is False
+    params["safety.escape_labels"] = ["pedestrian"]
+    assert safety_config_from_params(params).escape_labels == ("pedestrian",)
+    params["safety.escape_labels"] = "pedestrian"
+    with pytest.raises(ConfigError, match=r"parameter safety\.escape_labels"):
+        safety_config_from_params(params)
+    params["safety.escape_labels"] = ["pedestrian"]
     params["safety.comfort_decel_mps2"] = 7.0
     with pytest.raises(ConfigError, match=r"parameter safety\.comfort_decel_mps2"):
         safety_config_from_params(params)

@@ -389,8 +389,8 @@ def test_rotated_box_overlap_uses_the_box_axes() -> None:
 
 #: emergency braking distance from 5 m/s, m
 BRAKE_5 = 5.0 ** 2 / (2 * CFG.max_decel_mps2)
-#: the way-out check on, with the horizon the closed-loop suite was measured with
-WAY_OUT = SafetyConfig(escape_horizon_s=5.0)
+#: the way-out check against every class (the default considers walkers and cyclists only)
+WAY_OUT = SafetyConfig(escape_labels=())
 
 
 def crossing_car(x: float) -> Track:
@@ -413,9 +413,11 @@ def test_a_trajectory_that_leaves_no_way_out_is_refused() -> None:
     result = run(SafetyFilter(WAY_OUT), straight(5.0, 4.0), ego, [crossing_car(x)])
     assert result.reasons == ("no_escape",)
     assert_stop(result, SafetyStatus.EMERGENCY_STOP, ego, CFG.max_decel_mps2)
-    # the check off (the default): the same trajectory passes (collision-free as planned)
-    off = SafetyFilter()
-    assert run(off, straight(5.0, 4.0), ego, [crossing_car(x)]).status is SafetyStatus.PASSED
+    # vehicles left out (the default labels) or the check off: the same trajectory passes
+    # (collision-free as planned)
+    for off in (SafetyFilter(), SafetyFilter(SafetyConfig(escape_horizon_s=0.0))):
+        assert run(off, straight(5.0, 4.0), ego,
+                   [crossing_car(x)]).status is SafetyStatus.PASSED
     # a car arriving after the horizon (5 s) does not block
     late = crossing_car(x)
     late_box = late.object.box
@@ -428,6 +430,43 @@ def test_a_trajectory_that_leaves_no_way_out_is_refused() -> None:
                [later]).status is SafetyStatus.PASSED
 
 
+def crossing_walker(x: float, y0: float, speed: float = 1.3,
+                    label: ObjectClass = ObjectClass.PEDESTRIAN) -> Track:
+    """A walker (0.6 x 0.6 m) at ``(x, y0)`` walking towards the ego's path (-y)."""
+    box = Box3D(np.array([x, y0, 0.85]), np.array([0.6, 0.6, 1.7]), -math.pi / 2, FRAME)
+    obj = DetectedObject(box, label, 0.9, stamp_ns=NOW,
+                         velocity=np.array([0.0, -speed, 0.0]))
+    return Track(7, obj, TrackStatus.CONFIRMED)
+
+
+def test_the_default_way_out_check_stops_before_walkers_reach_the_lane() -> None:
+    # 9 m/s, a walker 3 m from the ego's footprint walking into the lane, just beyond the
+    # ego's braking distance from now but inside it from the next replan: the ego would
+    # pass him before he arrives (no collision as planned), but if it brakes for him
+    # later, it stops on his line. The default filter refuses the chunk now.
+    ego = ego_state(speed=9.0)
+    brake_9 = 9.0 ** 2 / (2 * CFG.max_decel_mps2)
+    front_now = FRONT + CFG.margin_m + brake_9
+    x = front_now + 0.3 + 0.5 * 9.0 * CFG.escape_after_s
+    half_ego = CFG.ego_width_m / 2 + CFG.margin_m
+    walker = crossing_walker(x, half_ego + 0.3 + 3.0)
+    plan = straight(9.0, 4.0)
+    off = SafetyFilter(SafetyConfig(escape_horizon_s=0.0))
+    assert run(off, plan, ego, [walker]).status is SafetyStatus.PASSED
+    result = run(SafetyFilter(), plan, ego, [walker])
+    assert result.reasons == ("no_escape",)
+    # braking now (comfortably would overrun him) stops clear: the emergency stop
+    assert_stop(result, SafetyStatus.EMERGENCY_STOP, ego, CFG.max_decel_mps2)
+    # a cyclist counts the same; a car at the same place does not (vehicles left out)
+    cyclist = crossing_walker(x, half_ego + 0.3 + 3.0, label=ObjectClass.CYCLIST)
+    assert run(SafetyFilter(), plan, ego, [cyclist]).reasons == ("no_escape",)
+    parked_van = crossing_walker(x, half_ego + 0.3 + 3.0, label=ObjectClass.CAR)
+    assert run(SafetyFilter(), plan, ego, [parked_van]).status is SafetyStatus.PASSED
+    # a walker who arrives after the horizon does not block
+    slow = crossing_walker(x, half_ego + 0.3 + 3.0, speed=0.3)
+    assert run(SafetyFilter(), plan, ego, [slow]).status is SafetyStatus.PASSED
+
+
 def test_way_out_brakes_along_the_path_from_the_measured_state() -> None:
     # a chunk whose first waypoint is due 0.4 s after its stamp starts 2 m ahead of the
     # ego: braking "now" starts at the ego, not at that waypoint, so a crossing just past
@@ -435,7 +474,7 @@ def test_way_out_brakes_along_the_path_from_the_measured_state() -> None:
     ego = ego_state(speed=5.0)
     chunk = straight(5.0, 4.0, dt=0.4)
     chunk = make_traj(chunk.t_s[1:], chunk.xy[1:], chunk.yaw[1:], chunk.speed[1:])
-    filt = SafetyFilter(SafetyConfig(escape_after_s=0.1, escape_horizon_s=5.0))
+    filt = SafetyFilter(SafetyConfig(escape_after_s=0.1, escape_labels=()))
     x_clear = FRONT + CFG.margin_m + BRAKE_5 + 0.5 * 5.0 * 0.1 + CAR_WIDTH / 2 + 0.3
     assert run(filt, chunk, ego, [crossing_car(x_clear)]).status is SafetyStatus.PASSED
     # ... and a crossing inside it does not
@@ -634,7 +673,9 @@ def test_counts_and_report() -> None:
     ("max_jerk_mps3", math.inf), ("max_curvature_1pm", "0.2"), ("ego_length_m", True),
     ("margin_m", -0.1), ("min_ttc_s", 0), ("perception_timeout_s", None),
     ("instruction_required", 1), ("last_valid_max_age_s", -1.0),
-    ("speed_tolerance_mps", math.nan),
+    ("speed_tolerance_mps", math.nan), ("escape_horizon_s", -1.0),
+    ("escape_labels", "pedestrian"), ("escape_labels", ("car", "")), ("escape_labels", (1,)),
+    ("escape_labels", 3),
 ])
 def test_config_errors_name_the_field(field: str, value: Any) -> None:
     with pytest.raises(ConfigError, match=field):

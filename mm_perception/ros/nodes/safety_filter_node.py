@@ -84,7 +84,12 @@ def safety_config_from_params(params: dict[str, Any]) -> SafetyConfig:
         name = PREFIX + f.name
         if name in params:
             value = params[name]
-            values[f.name] = value if isinstance(value, bool) else float(value)
+            if isinstance(value, bool):
+                values[f.name] = value
+            elif isinstance(value, str) or not isinstance(value, int | float):
+                values[f.name] = tuple(value) if isinstance(value, list | tuple) else value
+            else:
+                values[f.name] = float(value)
     try:
         return SafetyConfig(**values)
     except ConfigError as exc:
