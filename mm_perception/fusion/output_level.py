@@ -19,7 +19,15 @@ Algorithm (:meth:`OutputLevelFusion.fuse`):
    the fused set so far: candidate pairs within ``max_distance_m`` (BEV), squared BEV
    Mahalanobis costs on ``(x, y)`` with ``S = P_fused + R_det``, gated Hungarian
    assignment (:mod:`mm_perception.tracking.association`). Unmatched objects of the list
-   become new fused objects.
+   become new fused objects, except **fragments**: an unmatched vehicle (or unknown)
+   detection whose BEV centre lies inside a fused object's box grown by
+   ``fragment_margin_m`` is a piece of that object, not another one (counted in
+   ``stats["absorbed_fragments"]``; its list counts as having seen the object). A bus or
+   truck beside the road gives the radar several clusters along its side, and one-to-one
+   assignment matches only one of them; the others, sized as cars and centred on the
+   side face, became objects reaching half a car into the next lane, where the safety
+   filter stopped the ego for them. Pedestrians and cyclists are never absorbed: one
+   standing against a vehicle is a separate road user.
 3. A match is merged:
 
    * position ``x, y, z`` in information form: ``P = (P1^-1 + P2^-1)^-1``,
@@ -87,6 +95,22 @@ _NO_RANK = 1_000
 
 #: which ``(N, 3)`` float64 positions (fusion frame, metres) a sensor could have seen
 Coverage = Callable[[F64], npt.NDArray[np.bool_]]
+
+
+#: classes never absorbed as a fragment of another object (module notes)
+_NEVER_FRAGMENT = frozenset({ObjectClass.PEDESTRIAN, ObjectClass.CYCLIST})
+
+
+def _in_boxes(xy: F64, center: F64, yaw: F64, size: F64, margin: float) -> npt.NDArray[np.bool_]:
+    """``(P, B)`` whether each of ``(P, 2)`` BEV points lies in each of ``B`` oriented boxes
+    (``(B, 2)`` centres, ``(B,)`` yaws, ``(B, 2)`` length / width, metres / rad) grown by
+    ``margin`` metres on every side."""
+    d = xy[:, None, :] - center[None, :, :]                      # (P, B, 2)
+    c, s = np.cos(yaw)[None, :], np.sin(yaw)[None, :]
+    along = d[..., 0] * c + d[..., 1] * s
+    across = -d[..., 0] * s + d[..., 1] * c
+    return np.asarray((np.abs(along) <= size[None, :, 0] / 2 + margin)
+                      & (np.abs(across) <= size[None, :, 1] / 2 + margin), dtype=np.bool_)
 
 
 def _wrap(angle: F64) -> F64:
@@ -170,6 +194,11 @@ class OutputLevelConfig:
             probabilities of equal rank are multiplied, in (0, 1).
         unknown_velocity_std_mps: ``vx, vy`` std written into the covariance of an object
             without any velocity, m/s, > 0.
+        fragment_margin_m: an unmatched vehicle detection whose BEV centre is within this
+            distance of a fused object's box (or inside it) is a fragment of that object
+            and is absorbed (module notes), metres, >= 0; None: never absorb. 0.5 m: radar
+            clusters on a vehicle's side face are centred on the face, and a face seen at a
+            grazing angle is placed up to a few decimetres off.
 
     Raises:
         ConfigError: a value of the wrong type or out of range; the message names it.
@@ -189,8 +218,15 @@ class OutputLevelConfig:
     sensor_kinds: Mapping[str, SensorKind] = field(default_factory=dict)
     class_prob_floor: float = 1e-3
     unknown_velocity_std_mps: float = 10.0
+    fragment_margin_m: float | None = 0.5
 
     def __post_init__(self) -> None:
+        margin = self.fragment_margin_m
+        if margin is not None:
+            if not is_real(margin) or not math.isfinite(margin) or margin < 0:
+                raise ConfigError(f"OutputLevelConfig.fragment_margin_m must be a finite "
+                                  f"number >= 0 or None, got {margin!r}")
+            object.__setattr__(self, "fragment_margin_m", float(margin))
         for name in ("gate", "max_distance_m", "unknown_velocity_std_mps"):
             value = getattr(self, name)
             if not is_real(value) or not math.isfinite(value) or value <= 0:
@@ -415,7 +451,8 @@ class OutputLevelFusion:
         cfg = self._cfg
         stats = dict.fromkeys(("input", "dropped_non_finite", "dropped_wrong_frame",
                                "default_covariance", "invalid_covariance", "matched",
-                               "dropped_non_finite_output", "output"), 0)
+                               "absorbed_fragments", "dropped_non_finite_output",
+                               "output"), 0)
         self._stats = stats
         named = sorted((_FUSE_ORDER[cfg.kind_of(name)], name) for name in lists)
         fused: _Fused | None = None
@@ -562,6 +599,7 @@ class OutputLevelFusion:
             f_src, d_src = f.sources, d.sources
             for a, b in zip(fi.tolist(), di.tolist(), strict=True):
                 f_src[a].extend(d_src[b])
+        unmatched = self._drop_fragments(f, d, unmatched, stats)
         if unmatched.size == 0:
             return f
         rest = _Fused(
@@ -573,6 +611,27 @@ class OutputLevelFusion:
             label=[d.label[i] for i in unmatched],
             sources=[d.sources[i] for i in unmatched])
         return _concat(f, rest)
+
+    def _drop_fragments(self, f: _Fused, d: _Fused, unmatched: I64,
+                        stats: dict[str, int]) -> I64:
+        """``unmatched`` less the vehicle detections of ``d`` centred inside a box of ``f``
+        grown by ``fragment_margin_m`` (module notes); the list of ``d`` is recorded as a
+        contributor of the object each lies in."""
+        margin = self._cfg.fragment_margin_m
+        if margin is None or unmatched.size == 0 or len(f) == 0:
+            return unmatched
+        cand = unmatched[np.array([d.label[i] not in _NEVER_FRAGMENT for i in unmatched],
+                                  dtype=bool)]
+        if cand.size == 0:
+            return unmatched
+        inside = _in_boxes(d.pos[cand, :2], f.pos[:, :2], f.yaw, f.size[:, :2], margin)
+        hit = inside.any(axis=1)
+        if not hit.any():
+            return unmatched
+        owner = np.argmax(inside[hit], axis=1)  # the first box containing it
+        f.contrib[owner] |= d.contrib[cand[hit]]
+        stats["absorbed_fragments"] += int(hit.sum())
+        return np.setdiff1d(unmatched, cand[hit])
 
     @staticmethod
     def _merge_velocity(f: _Fused, d: _Fused, fi: I64, di: I64) -> None:

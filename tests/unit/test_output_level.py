@@ -257,6 +257,68 @@ def test_unknown_list_name_is_a_clear_error() -> None:
     assert len(OutputLevelFusion(cfg).fuse({"front_thing": [_obj(1.0, 0.0)]}, 0)) == 1
 
 
+BUS = dict(size=(11.0, 2.5, 3.2), label=ObjectClass.BUS)
+
+
+def _side_returns() -> list[DetectedObject]:
+    """Radar objects (sized as cars, 1.5 m std) centred on the near side face of a bus
+    parked at (30, -3.2) whose inner face is at y = -1.95."""
+    return [_obj(x, y, cov=_cov((2.25, 2.25, 1.0))) for x, y in
+            ((26.0, -1.9), (30.0, -2.0), (34.5, -1.8))]
+
+
+def test_radar_clusters_along_a_bus_are_absorbed_not_new_objects() -> None:
+    bus = _obj(30.0, -3.2, 1.6, cov=_cov((0.25, 0.02, 0.02)), **BUS)  # type: ignore[arg-type]
+    fusion = OutputLevelFusion(OutputLevelConfig(single_sensor_existence_factor=0.5))
+    out = fusion.fuse({"lidar": [bus], "radar": _side_returns()}, 0)
+    # one of the three matches the bus, the other two are pieces of it: without absorbing
+    # them two car boxes would reach 0.9 m - 0.1 m = 0.8 m into the ego's lane
+    assert len(out) == 1 and out[0].label is ObjectClass.BUS
+    assert fusion.stats["absorbed_fragments"] == 2
+    assert out[0].sources[:2] == ("lidar", "radar")
+    # the radar saw the bus: it is not a single-sensor object
+    assert out[0].existence_prob == pytest.approx(1 - 0.2 * 0.2)
+    # switched off, they stay objects of their own
+    off = OutputLevelFusion(OutputLevelConfig(fragment_margin_m=None))
+    assert len(off.fuse({"lidar": [bus], "radar": _side_returns()}, 0)) == 3
+    assert off.stats["absorbed_fragments"] == 0
+
+
+def test_road_users_and_neighbours_of_a_bus_are_not_absorbed() -> None:
+    bus = _obj(30.0, -3.2, 1.6, cov=_cov((0.25, 0.02, 0.02)), **BUS)  # type: ignore[arg-type]
+    walker = _obj(33.0, -1.7, size=(0.6, 0.6, 1.7), label=ObjectClass.PEDESTRIAN,
+                  cov=_cov((0.5, 0.5, 0.5)))
+    cyclist = _obj(27.0, -1.6, size=(1.8, 0.6, 1.7), label=ObjectClass.CYCLIST,
+                   cov=_cov((0.5, 0.5, 0.5)))
+    # a car parked right behind the bus: its centre is 7.9 m from the bus's (5.5 + 0.5 +
+    # 1.9 m): outside the grown box
+    behind = _obj(22.1, -3.2, cov=_cov((0.5, 0.5, 0.5)))
+    # a car overtaking in the next lane, 1.45 m beside the bus's inner face
+    beside = _obj(30.0, -0.5, cov=_cov((0.1, 0.1, 0.1)))
+    fusion = OutputLevelFusion()
+    out = fusion.fuse({"lidar": [bus],
+                       "camera": [walker, cyclist, behind, beside]}, 0)
+    assert fusion.stats["absorbed_fragments"] == 0
+    labels = sorted(o.label.value for o in out)
+    assert labels == ["bus", "car", "car", "cyclist", "pedestrian"]
+
+
+def test_a_fragment_goes_to_the_object_it_lies_in() -> None:
+    # two parked trucks; a radar piece inside the second one marks only that one as seen
+    a = _obj(20.0, -3.2, 1.6, cov=_cov((0.04, 0.04, 0.04)), size=(8.0, 2.5, 3.5),
+             label=ObjectClass.TRUCK)
+    b = _obj(32.0, -3.2, 1.6, cov=_cov((0.04, 0.04, 0.04)), size=(8.0, 2.5, 3.5),
+             label=ObjectClass.TRUCK)
+    piece = _obj(34.0, -2.2, cov=_cov((0.04, 0.04, 0.04)))  # far outside the tight gate
+    fusion = OutputLevelFusion(OutputLevelConfig(single_sensor_existence_factor=0.5))
+    out = fusion.fuse({"lidar": [a, b], "radar": [piece]}, 0)
+    assert fusion.stats["absorbed_fragments"] == 1 and len(out) == 2
+    by_x = sorted(out, key=lambda o: o.box.center[0])
+    assert by_x[0].existence_prob == pytest.approx(0.8 * 0.5)   # only the LiDAR saw it
+    assert by_x[1].existence_prob == pytest.approx(1 - 0.2)     # the radar covered it too
+    assert "radar" not in by_x[1].sources  # absorbed, not merged: nothing of it is used
+
+
 @pytest.mark.parametrize(("kwargs", "needle"), [
     ({"gate": 0.0}, "gate"),
     ({"gate": math.nan}, "gate"),
@@ -270,6 +332,9 @@ def test_unknown_list_name_is_a_clear_error() -> None:
     ({"sensor_kinds": {"x": "odometry"}}, "odometry"),
     ({"frame_id": ""}, "frame_id"),
     ({"class_prob_floor": 1.0}, "class_prob_floor"),
+    ({"fragment_margin_m": -0.1}, "fragment_margin_m"),
+    ({"fragment_margin_m": math.inf}, "fragment_margin_m"),
+    ({"fragment_margin_m": "0.5"}, "fragment_margin_m"),
 ])
 def test_config_validation(kwargs: dict[str, object], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
