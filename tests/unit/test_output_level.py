@@ -271,8 +271,9 @@ def test_radar_clusters_along_a_bus_are_absorbed_not_new_objects() -> None:
     bus = _obj(30.0, -3.2, 1.6, cov=_cov((0.25, 0.02, 0.02)), **BUS)  # type: ignore[arg-type]
     fusion = OutputLevelFusion(OutputLevelConfig(single_sensor_existence_factor=0.5))
     out = fusion.fuse({"lidar": [bus], "radar": _side_returns()}, 0)
-    # one of the three matches the bus, the other two are pieces of it: without absorbing
-    # them two car boxes would reach 0.9 m - 0.1 m = 0.8 m into the ego's lane
+    # one of the three matches the bus, the other two are pieces of it: left as objects,
+    # two 1.8-m wide car boxes centred on the bus's face would reach about 0.8 m into the
+    # lane beside it
     assert len(out) == 1 and out[0].label is ObjectClass.BUS
     assert fusion.stats["absorbed_fragments"] == 2
     assert out[0].sources[:2] == ("lidar", "radar")
