@@ -281,11 +281,33 @@ def wrap_angle(angle: Any) -> Any:
     return (np.asarray(angle) + np.pi) % (2 * np.pi) - np.pi
 
 
+def points_in_boxes_bev(points: Any, centers: Any, yaws: Any,
+                        half_sizes: Any) -> npt.NDArray[np.bool_]:
+    """``(B, P)`` bool: whether box ``i`` contains point ``j`` (edges included), in BEV.
+
+    Args:
+        points: ``(P, 2)`` x, y, metres.
+        centers: ``(B, 2)`` box centres, metres, same frame.
+        yaws: ``(B,)`` box headings, radians (the length axis).
+        half_sizes: ``(B, 2)`` half length and half width, metres (grow them for a margin).
+    """
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    ctr = np.asarray(centers, dtype=np.float64).reshape(-1, 2)
+    yaw = np.asarray(yaws, dtype=np.float64).reshape(-1)
+    half = np.asarray(half_sizes, dtype=np.float64).reshape(-1, 2)
+    c, s = np.cos(yaw)[:, None], np.sin(yaw)[:, None]
+    rel = pts[None, :, :] - ctr[:, None, :]                        # (B, P, 2)
+    along = np.abs(rel[..., 0] * c + rel[..., 1] * s)
+    across = np.abs(rel[..., 1] * c - rel[..., 0] * s)
+    return np.asarray((along <= half[:, 0:1]) & (across <= half[:, 1:2]), dtype=np.bool_)
+
+
 __all__ = [
     "SE3",
     "batch_apply",
     "matrix_to_quaternion",
     "matrix_to_rpy",
+    "points_in_boxes_bev",
     "quaternion_to_matrix",
     "rpy_to_matrix",
     "slerp",

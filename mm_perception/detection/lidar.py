@@ -124,6 +124,7 @@ from scipy import ndimage
 
 from mm_perception.core.checks import is_real
 from mm_perception.core.errors import ConfigError
+from mm_perception.core.geometry import points_in_boxes_bev
 from mm_perception.core.types import Box3D, DetectedObject, ObjectClass
 
 F64 = npt.NDArray[np.float64]
@@ -901,21 +902,13 @@ class LidarDetector:
         if len(objects) < 2:
             return objects
         centers = np.array([o.box.center[:2] for o in objects])
-        half = np.array([o.box.size[:2] for o in objects]) * 0.5 + margin
+        half = np.array([o.box.size[:2] for o in objects]) * 0.5
         yaw = np.array([o.box.yaw for o in objects])
-        cu, su = np.cos(yaw), np.sin(yaw)
-        rel = centroids[None, :, :] - centers[:, None, :]  # [i, j]: cluster j in box i
-        along = np.abs(rel[..., 0] * cu[:, None] + rel[..., 1] * su[:, None])
-        across = np.abs(rel[..., 1] * cu[:, None] - rel[..., 0] * su[:, None])
-        inside = (along <= half[:, 0:1]) & (across <= half[:, 1:2])
+        # [i, j]: cluster j in box i
+        inside = points_in_boxes_bev(centroids, centers, yaw, half + margin)
         # duplicates: each box contains the other's centre (two clusters of one object both
         # completed to a whole box, e.g. a cabin a metre behind the boot)
-        rel_c = centers[None, :, :] - centers[:, None, :]
-        size = np.array([o.box.size[:2] for o in objects]) * 0.5
-        holds = ((np.abs(rel_c[..., 0] * cu[:, None] + rel_c[..., 1] * su[:, None])
-                  <= size[:, 0:1])
-                 & (np.abs(rel_c[..., 1] * cu[:, None] - rel_c[..., 0] * su[:, None])
-                    <= size[:, 1:2]))
+        holds = points_in_boxes_bev(centers, centers, yaw, half)
         covers = (inside & np.asarray(fragment_like, dtype=bool)[None, :]) | (holds & holds.T)
         keep = np.ones(len(objects), dtype=bool)
         for i in np.argsort(-n_points, kind="stable"):

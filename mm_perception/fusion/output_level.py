@@ -75,6 +75,7 @@ import numpy.typing as npt
 
 from mm_perception.core.checks import is_real
 from mm_perception.core.errors import ConfigError
+from mm_perception.core.geometry import points_in_boxes_bev
 from mm_perception.core.types import Box3D, DetectedObject, ObjectClass, SensorKind
 from mm_perception.tracking.association import (
     associate_pairs,
@@ -99,18 +100,6 @@ Coverage = Callable[[F64], npt.NDArray[np.bool_]]
 
 #: classes never absorbed as a fragment of another object (module notes)
 _NEVER_FRAGMENT = frozenset({ObjectClass.PEDESTRIAN, ObjectClass.CYCLIST})
-
-
-def _in_boxes(xy: F64, center: F64, yaw: F64, size: F64, margin: float) -> npt.NDArray[np.bool_]:
-    """``(P, B)`` whether each of ``(P, 2)`` BEV points lies in each of ``B`` oriented boxes
-    (``(B, 2)`` centres, ``(B,)`` yaws, ``(B, 2)`` length / width, metres / rad) grown by
-    ``margin`` metres on every side."""
-    d = xy[:, None, :] - center[None, :, :]                      # (P, B, 2)
-    c, s = np.cos(yaw)[None, :], np.sin(yaw)[None, :]
-    along = d[..., 0] * c + d[..., 1] * s
-    across = -d[..., 0] * s + d[..., 1] * c
-    return np.asarray((np.abs(along) <= size[None, :, 0] / 2 + margin)
-                      & (np.abs(across) <= size[None, :, 1] / 2 + margin), dtype=np.bool_)
 
 
 def _wrap(angle: F64) -> F64:
@@ -624,7 +613,9 @@ class OutputLevelFusion:
                                   dtype=bool)]
         if cand.size == 0:
             return unmatched
-        inside = _in_boxes(d.pos[cand, :2], f.pos[:, :2], f.yaw, f.size[:, :2], margin)
+        # (candidates, fused objects)
+        inside = points_in_boxes_bev(d.pos[cand, :2], f.pos[:, :2], f.yaw,
+                                     f.size[:, :2] / 2 + margin).T
         hit = inside.any(axis=1)
         if not hit.any():
             return unmatched

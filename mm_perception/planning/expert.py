@@ -39,7 +39,7 @@ from mm_perception.planning.observation import (
 from mm_perception.planning.sim_bridge import path_points
 from mm_perception.planning.suite import Episode, crossing_arc_length
 from mm_perception.planning.trajectory import Trajectory
-from mm_perception.sim.layouts import Path
+from mm_perception.sim.layouts import CROSSWALK_WIDTH_M, Path
 from mm_perception.sim.scenario import Crossing, LaneFollow
 
 F64 = npt.NDArray[np.float64]
@@ -77,7 +77,7 @@ class ExpertConfig:
     path_step_m: float = 1.0
     end_margin_m: float = 2.0
     route_clearance_m: float = 3.0
-    crosswalk_half_width_m: float = 1.5
+    crosswalk_half_width_m: float = CROSSWALK_WIDTH_M / 2
     crosswalk_zone_m: float = 1.0
     crosswalk_clear_m: float = 0.8
     crosswalk_stop_margin_m: float = 1.0

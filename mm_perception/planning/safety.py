@@ -262,12 +262,7 @@ def _obstacles(tracks: Sequence[Track], frame_id: str,
                      obj.box.size[0] / 2, obj.box.size[1] / 2, obj.stamp_ns, obj.label))
     arr = np.array([r[:7] for r in rows], dtype=np.float64).reshape(-1, 7)
     return _Obstacles(arr[:, 0:2], arr[:, 2:4], arr[:, 4], arr[:, 5:7],
-                      [int(r[7]) for r in rows], [_label(r[8]) for r in rows]), frames_ok
-
-
-def _label(label: object) -> str:
-    """A class label as its plain string (an enum member as its value)."""
-    return str(label.value) if isinstance(label, enum.Enum) else str(label)
+                      [int(r[7]) for r in rows], [r[8].value for r in rows]), frames_ok
 
 
 def _overlaps(ego_xy: F64, ego_yaw: F64, ego_half: tuple[float, float],

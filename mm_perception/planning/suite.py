@@ -54,7 +54,7 @@ from mm_perception.planning.instructions import (
     check_kind_split,
     render_instruction,
 )
-from mm_perception.sim.layouts import Layout, Path
+from mm_perception.sim.layouts import CROSSWALK_WIDTH_M, Layout, Path
 from mm_perception.sim.scenario import Scenario
 from mm_perception.sim.spec import ActorState
 
@@ -537,7 +537,7 @@ class SuccessMonitor:
             path = self._layout.paths[goal]
             s_cross = crossing_arc_length(path, self.episode.crossing)
             s_ego, _, _ = self._on(goal, ego)
-            past = (s_ego - self._ego_length / 2) - (s_cross + 1.5)  # crosswalks are 3 m wide
+            past = (s_ego - self._ego_length / 2) - (s_cross + CROSSWALK_WIDTH_M / 2)
             m = {"past_crossing_m": past}
             if past < 0:
                 return False, f"still {-past:.1f} m short of clearing the crossing", m

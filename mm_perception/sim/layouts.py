@@ -40,6 +40,8 @@ ROAD_TOP = 0.01
 MARKING_TOP = 0.012
 #: top of kerbs / sidewalks, m
 KERB_TOP = 0.15
+#: width of a zebra crossing along the road (its stripes' length), m
+CROSSWALK_WIDTH_M = 3.0
 
 _SLAB = 0.02          # thickness of paved slabs, m (bottom below the ground plane)
 _MARK = 0.002         # thickness of markings, m
@@ -538,7 +540,7 @@ def intersection(lanes_per_direction: int = 1, lane_width: float = 3.5, arm_leng
     H = n * lw
     J = H + float(corner_radius)
     sw = float(sidewalk_width)
-    cw_x = J + 2.5            # crosswalk centre distance from the junction centre (3 m wide)
+    cw_x = J + 2.5            # crosswalk centre distance from the junction centre
     stop_x = J + 5.0          # stop line
     b = _Builder()
     b.slab("junction", 0.0, 0.0, 2 * J, 2 * J)
@@ -559,7 +561,7 @@ def intersection(lanes_per_direction: int = 1, lane_width: float = 3.5, arm_leng
             _LINE_W, rgba=_YELLOW)
         put(b.marking, f"stop_line_{arm}", -stop_x, -H / 2, 0.4, H)
         for j, y in enumerate(np.arange(-H + 0.5, H - 0.25, 1.0)):
-            put(b.marking, f"zebra_{arm}_{j}", -cw_x, float(y), 3.0, 0.5)
+            put(b.marking, f"zebra_{arm}_{j}", -cw_x, float(y), CROSSWALK_WIDTH_M, 0.5)
         for m in range(1, n):
             for sign in (-1.0, 1.0):
                 n_d = max(1, int((A - stop_x + J) // 12.0))
@@ -765,6 +767,6 @@ LAYOUT_TYPES = MappingProxyType({
         "gap_width": (_F, 1.0, 10.0)}),
 })
 
-__all__ = ["ARMS", "DIRECTIONS", "KERB_TOP", "LAYOUT_TYPES", "MARKING_TOP", "ROAD_TOP", "Layout",
-           "Path", "intersection", "intersection_path", "parking_lot", "straight_road",
-           "warehouse_aisle"]
+__all__ = ["ARMS", "CROSSWALK_WIDTH_M", "DIRECTIONS", "KERB_TOP", "LAYOUT_TYPES",
+           "MARKING_TOP", "ROAD_TOP", "Layout", "Path", "intersection", "intersection_path",
+           "parking_lot", "straight_road", "warehouse_aisle"]

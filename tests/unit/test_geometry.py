@@ -13,6 +13,7 @@ from mm_perception.core.geometry import (
     SE3,
     batch_apply,
     matrix_to_quaternion,
+    points_in_boxes_bev,
     quaternion_to_matrix,
     rpy_to_matrix,
     slerp,
@@ -135,3 +136,16 @@ def test_se3_is_immutable() -> None:
     T = SE3.from_xy_yaw(1, 2, 0.3)
     with pytest.raises(ValueError):
         T.translation[0] = 5.0
+
+
+def test_points_in_boxes_bev() -> None:
+    # box 0: 4 x 2 m at the origin along x; box 1: the same turned 90 deg, centred at (10, 0)
+    centers = np.array([[0.0, 0.0], [10.0, 0.0]])
+    half = np.array([[2.0, 1.0], [2.0, 1.0]])
+    pts = np.array([[1.9, 0.9], [2.0, 1.0], [2.1, 0.0], [0.0, 1.1],
+                    [10.9, 1.9], [11.1, 0.0], [10.0, -2.0]])
+    got = points_in_boxes_bev(pts, centers, np.array([0.0, math.pi / 2]), half)
+    assert got.shape == (2, 7)
+    np.testing.assert_array_equal(got[0], [True, True, False, False, False, False, False])
+    np.testing.assert_array_equal(got[1], [False, False, False, False, True, False, True])
+    assert points_in_boxes_bev(np.zeros((0, 2)), centers, np.zeros(2), half).shape == (2, 0)

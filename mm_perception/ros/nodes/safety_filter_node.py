@@ -84,12 +84,11 @@ def safety_config_from_params(params: dict[str, Any]) -> SafetyConfig:
         name = PREFIX + f.name
         if name in params:
             value = params[name]
-            if isinstance(value, bool):
-                values[f.name] = value
-            elif isinstance(value, str) or not isinstance(value, int | float):
-                values[f.name] = tuple(value) if isinstance(value, list | tuple) else value
-            else:
-                values[f.name] = float(value)
+            if isinstance(value, list | tuple):  # a string array (escape_labels)
+                value = tuple(value)
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                value = float(value)
+            values[f.name] = value
     try:
         return SafetyConfig(**values)
     except ConfigError as exc:
