@@ -40,6 +40,10 @@ class TaskKind(str, enum.Enum):
     CHANGE_LANE_RIGHT = "change_lane_right"
 
 
+#: task kinds whose instruction carries parameters (a speed; the colour and class of a
+#: vehicle): the wording says more than the kind
+PARAMETRIC_KINDS: frozenset[TaskKind] = frozenset({TaskKind.FOLLOW_SPEED, TaskKind.STOP_BEHIND})
+
 #: named paint colours, RGB in [0, 1] (well apart from each other and from the asphalt grey)
 COLOURS: Mapping[str, tuple[float, float, float]] = MappingProxyType({
     "red": (0.80, 0.07, 0.06),
@@ -447,6 +451,6 @@ def clean_instruction(raw: str | bytes | bytearray | None,
     return text[:max_chars].rstrip()
 
 
-__all__ = ["COLOURS", "HELDOUT_PER_KIND", "MAX_INSTRUCTION_CHARS", "SPLITS", "TARGET_CLASSES",
-           "Task", "TaskKind", "clean_instruction", "parse_instruction", "phrasings",
-           "render_instruction"]
+__all__ = ["COLOURS", "HELDOUT_PER_KIND", "MAX_INSTRUCTION_CHARS", "PARAMETRIC_KINDS", "SPLITS",
+           "TARGET_CLASSES", "Task", "TaskKind", "clean_instruction", "parse_instruction",
+           "phrasings", "render_instruction"]

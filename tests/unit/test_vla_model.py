@@ -29,7 +29,12 @@ from mm_perception.planning.observation import (
 from mm_perception.planning.safety import SafetyFilter, SafetyStatus
 from mm_perception.planning.trajectory import Trajectory
 from mm_perception.planning.vla import text as text_mod
-from mm_perception.planning.vla.config import OBJECT_FEATURES, OBJECT_LABELS, VLAConfig
+from mm_perception.planning.vla.config import (
+    OBJECT_FEATURES,
+    OBJECT_LABELS,
+    TASK_KINDS,
+    VLAConfig,
+)
 from mm_perception.planning.vla.export import (
     PARITY_ATOL,
     TEXT_PARITY_ATOL,
@@ -290,6 +295,32 @@ def test_object_film_makes_object_tokens_depend_on_the_instruction() -> None:
     torch.testing.assert_close(net.object_tokens(objects[:1], mask[:1], a[:1]), tok_a[:1])
 
 
+def test_task_token_is_the_task_heads_choice_unless_the_kind_is_given() -> None:
+    torch.manual_seed(0)
+    # the waypoints head: every output moves with the tokens (a kinematic chunk of an ego
+    # at standstill that brakes is all zeros whatever the tokens say)
+    cfg = replace(TINY, task_token=True, action_head="waypoints")
+    net = _random_head(VLAPolicyNet(cfg), seed=1).eval()
+    assert net.task_embed is not None and net.task_head is not None
+    feeds = _feeds(cfg, 4)
+    args = [feeds[k] for k in INPUT_NAMES]
+    # zero kind embeddings (as built): the policy is the one without the token's content
+    same_kind = net(*args, task_kind=torch.zeros(4, dtype=torch.int64))
+    torch.testing.assert_close(net(*args), same_kind)
+    with torch.no_grad():
+        net.task_embed.normal_(0.0, 1.0)
+    chosen = net.task_logits(net.language_tokens(feeds["text"])).argmax(dim=1)
+    free = net(*args)
+    # the token is a hard choice: forcing the chosen kind changes nothing, -1 defers to it
+    torch.testing.assert_close(net(*args, task_kind=chosen), free)
+    torch.testing.assert_close(net(*args, task_kind=torch.full((4,), -1)), free)
+    other = (chosen + 1) % len(TASK_KINDS)
+    forced = net(*args, task_kind=other)
+    assert (forced - free).abs().amax(dim=(1, 2)).min() > 1e-4
+    with pytest.raises(RuntimeError, match="task head"):
+        VLAPolicyNet(TINY).task_logits(net.language_tokens(feeds["text"]))
+
+
 def test_masked_tokens_do_not_change_the_output() -> None:
     net = _random_head(VLAPolicyNet(TINY))
     feeds = _feeds(TINY, 2)
@@ -396,11 +427,15 @@ def test_default_network_is_small() -> None:
 
 
 # ---------------------------------------------------------------------------- ONNX
-@pytest.mark.parametrize("head", ["kinematic", "waypoints"])
-def test_policy_onnx_matches_torch_and_a_corrupt_file_is_refused(tmp_path: Path,
-                                                                 head: str) -> None:
-    cfg = replace(TINY, action_head=head)
+@pytest.mark.parametrize(("head", "task_token"), [("kinematic", False), ("waypoints", False),
+                                                  ("kinematic", True)])
+def test_policy_onnx_matches_torch_and_a_corrupt_file_is_refused(tmp_path: Path, head: str,
+                                                                 task_token: bool) -> None:
+    cfg = replace(TINY, action_head=head, task_token=task_token)
     net = _random_head(VLAPolicyNet(cfg), seed=1)
+    if net.task_embed is not None:  # kind embeddings that matter (they start at zero)
+        with torch.no_grad():
+            net.task_embed.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(2))
     path = export_onnx(net, tmp_path / "vla.onnx")
     ort = onnx_backend(cfg, path)
     feeds = [example_feeds(cfg, 1, seed=4), example_feeds(cfg, 5, seed=5)]

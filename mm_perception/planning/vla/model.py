@@ -11,11 +11,18 @@ The LLM-based fusion pattern, small enough for a CPU:
   gets a learned modality embedding.
 - **Connector**: a linear map of the 384-d sentence embedding to ``language_tokens`` tokens
   (+ their position embeddings), the way a VLM projects a frozen encoder into its LLM.
+- **Task token** (``task_token``): a linear task head on the mean of the language tokens
+  classifies the instruction into one of :data:`~mm_perception.planning.vla.config.TASK_KINDS`;
+  the learned embedding of the argmax kind is one more language token (a hard choice, so
+  a new wording moves the behaviour only if it changes the decision). Training may pass
+  the true kind instead (``task_kind``, teacher forcing); the head is trained by the task
+  probe's loss (:mod:`~mm_perception.planning.vla.train`).
 - **Encoder**: pre-LayerNorm transformer blocks of self-attention over all the tokens, with
   a key mask: image tokens without a camera, padding object slots and missing lanes are
   never attended to (their scores get ``-1e9``: exactly zero weight after the softmax), and
   their inputs are replaced by zeros first so that even NaNs there cannot leak through a
-  ``0 * NaN``. The ego and language tokens are always present, so no row is all masked.
+  ``0 * NaN``. The ego, language (and task) tokens are always present, so no row is all
+  masked.
 - **Action decoder**: ``H`` learned action queries (one per waypoint) with self-attention,
   cross-attention to the encoded tokens (same key mask) and an MLP; the **action head**
   maps each query to 2 or 3 numbers (below).
@@ -57,7 +64,12 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own convention)
 from torch import nn
 
-from mm_perception.planning.vla.config import EGO_FEATURES, OBJECT_FEATURES, VLAConfig
+from mm_perception.planning.vla.config import (
+    EGO_FEATURES,
+    OBJECT_FEATURES,
+    TASK_KINDS,
+    VLAConfig,
+)
 
 #: additive attention score of a masked key: exp underflows to exactly 0 in float32
 MASKED_SCORE = -1e9
@@ -164,7 +176,9 @@ class VLAPolicyNet(nn.Module):
     ``forward(image (B, 3, H, W), image_mask (B, 1), objects (B, N, 21), objects_mask
     (B, N), lanes (B, R, P, 2), lanes_mask (B, R), ego (B, 3), text (B, 384))`` -> ``(B, H,
     3)`` float32 waypoint x, y (m, ``base_link``) and speed (m/s); every input float32,
-    masks 0 / 1.
+    masks 0 / 1. Training only: ``task_kind`` ``(B,)`` int64, the index into
+    :data:`~mm_perception.planning.vla.config.TASK_KINDS` the task token takes (-1: the
+    task head's argmax), with ``task_token``.
     """
 
     def __init__(self, config: VLAConfig) -> None:
@@ -184,6 +198,11 @@ class VLAPolicyNet(nn.Module):
         self.ego = _mlp(EGO_FEATURES, d, d)
         self.connector = nn.Linear(config.text_dim, config.language_tokens * d)
         self.language_pos = nn.Parameter(torch.zeros(config.language_tokens, d))
+        # the task token's kind embeddings start at zero: a policy without the token can be
+        # fine-tuned into one from where it was
+        self.task_head = nn.Linear(d, len(TASK_KINDS)) if config.task_token else None
+        self.task_embed = (nn.Parameter(torch.zeros(len(TASK_KINDS), d)) if config.task_token
+                           else None)
         self.modality = nn.Parameter(torch.zeros(len(_MODALITIES), d))
         self.token_norm = nn.LayerNorm(d)
         self.encoder = nn.ModuleList(EncoderBlock(config) for _ in range(config.encoder_layers))
@@ -223,9 +242,32 @@ class VLAPolicyNet(nn.Module):
         lang = self.connector(text).reshape(text.shape[0], self.config.language_tokens, -1)
         return lang + self.language_pos + self.modality[4]
 
+    def task_logits(self, lang_tok: torch.Tensor) -> torch.Tensor:
+        """The task head: language tokens ``(B, language_tokens, d_model)`` (of
+        :meth:`language_tokens`) -> ``(B, len(TASK_KINDS))`` logits, from the mean of the
+        tokens after the shared token LayerNorm. Needs ``task_token``."""
+        if self.task_head is None:
+            raise RuntimeError("this policy has no task head (VLAConfig.task_token is false)")
+        return self.task_head(self.token_norm(lang_tok).mean(dim=1))
+
+    def task_token(self, lang_tok: torch.Tensor, task_kind: torch.Tensor | None,
+                   ) -> torch.Tensor:
+        """``(B, 1, d_model)``: the embedding of the task head's argmax kind (or of
+        ``task_kind`` where it is >= 0), as a language token."""
+        assert self.task_embed is not None
+        logits = self.task_logits(lang_tok)
+        # one-hot of the argmax by comparison (plain ONNX ops; a tie averages the kinds)
+        hard = (logits >= logits.max(dim=-1, keepdim=True).values).to(logits.dtype)
+        hard = hard / hard.sum(dim=-1, keepdim=True)
+        if task_kind is not None:
+            given = F.one_hot(task_kind.clamp(min=0), len(TASK_KINDS)).to(logits.dtype)
+            hard = torch.where((task_kind >= 0).unsqueeze(-1), given, hard)
+        return (hard @ self.task_embed).unsqueeze(1) + self.modality[4]
+
     def forward(self, image: torch.Tensor, image_mask: torch.Tensor, objects: torch.Tensor,
                 objects_mask: torch.Tensor, lanes: torch.Tensor, lanes_mask: torch.Tensor,
-                ego: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+                ego: torch.Tensor, text: torch.Tensor,
+                task_kind: torch.Tensor | None = None) -> torch.Tensor:
         b = ego.shape[0]
         cam = image_mask.reshape(b, 1, 1, 1) > 0.5
         obj_on = objects_mask > 0.5
@@ -240,14 +282,16 @@ class VLAPolicyNet(nn.Module):
         lane_tok = self.lanes(lanes.flatten(2)) + self.lane_role + self.modality[2]
         ego_tok = self.ego(ego).unsqueeze(1) + self.modality[3]
         lang_tok = self.language_tokens(text)
-        tokens = self.token_norm(torch.cat([img_tok, obj_tok, lane_tok, ego_tok, lang_tok],
-                                           dim=1))
+        groups = [img_tok, obj_tok, lane_tok, ego_tok, lang_tok]
+        if self.task_embed is not None:
+            groups.append(self.task_token(lang_tok, task_kind))
+        tokens = self.token_norm(torch.cat(groups, dim=1))
 
         n_img = img_tok.shape[1]
+        always = tokens.shape[1] - n_img - obj_on.shape[1] - lane_on.shape[1]
         keep = torch.cat([
             cam.reshape(b, 1).expand(b, n_img), obj_on, lane_on,
-            torch.ones(b, 1 + self.config.language_tokens, dtype=torch.bool,
-                       device=ego.device)], dim=1)
+            torch.ones(b, always, dtype=torch.bool, device=ego.device)], dim=1)
         key_bias = torch.where(keep, torch.zeros_like(keep, dtype=tokens.dtype),
                                torch.full_like(keep, MASKED_SCORE, dtype=tokens.dtype))
         key_bias = key_bias.reshape(b, 1, 1, -1)

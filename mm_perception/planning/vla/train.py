@@ -46,7 +46,17 @@ or :func:`train_vla` from Python. Data: a :mod:`~mm_perception.planning.vla.data
     object's own features to go by, it generalises (74 % on validation after 6 epochs of
     the pointer alone). Like the probe it is not part of the exported policy. The FiLM
     layer and the pointer train at ``grounding_lr_mult`` times ``lr`` (fine-tuning a policy
-    at a low ``lr``, they are the layers that start from zero).
+    at a low ``lr``, they are the layers that start from zero);
+  - the **task token** (``VLAConfig.task_token``): the probe is then the network's own task
+    head, over :data:`~mm_perception.planning.vla.config.TASK_KINDS` in that order, and is
+    exported with it: at run time the embedding of its argmax kind is one more token. In
+    training the token gets the sample's true kind (teacher forcing: the head's mistakes
+    early in training do not teach the decoder to distrust it), and with
+    ``language_dropout`` the sentence of that fraction of the samples of parameter-free
+    kinds (:func:`parameter_free`) is dropped (zeros in place of the embedding, no probe
+    loss), so the policy learns to act on the token alone; the sentence still carries the
+    speed and the named vehicle. The token and the head train at ``grounding_lr_mult``
+    times ``lr`` too.
 - **Balance** (``balance_kinds``): an epoch is one pass over the training samples in a
   seeded random order; or, when DAgger rounds have recorded some task kinds far more than
   others, as many draws with replacement, each task kind (``meta["kind"]``) equally
@@ -173,7 +183,8 @@ import numpy as np
 import numpy.typing as npt
 
 from mm_perception.core.errors import ConfigError
-from mm_perception.planning.vla.config import VLAConfig
+from mm_perception.planning.instructions import PARAMETRIC_KINDS, TaskKind
+from mm_perception.planning.vla.config import TASK_KINDS, VLAConfig
 
 if TYPE_CHECKING:
     import torch
@@ -205,14 +216,26 @@ def split_indices(episode_index: I64, val_fraction: float, seed: int) -> tuple[I
     return all_idx[~is_val], all_idx[is_val]
 
 
-def kind_labels(meta: Sequence[dict[str, Any]]) -> tuple[I64, list[str]]:
-    """``(labels (N,) int64, kinds)``: each sample's index into the sorted task kinds of
-    ``meta``, -1 where a sample has no ``kind``."""
-    kinds = sorted({str(m["kind"]) for m in meta if m.get("kind") is not None})
+def kind_labels(meta: Sequence[dict[str, Any]], kinds: Sequence[str] | None = None,
+                ) -> tuple[I64, list[str]]:
+    """``(labels (N,) int64, kinds)``: each sample's index into ``kinds`` (default: the
+    sorted task kinds of ``meta``), -1 where a sample has no ``kind`` or one not in
+    ``kinds``."""
+    if kinds is None:
+        kinds = sorted({str(m["kind"]) for m in meta if m.get("kind") is not None})
     lookup = {k: i for i, k in enumerate(kinds)}
-    labels = np.asarray([lookup[str(m["kind"])] if m.get("kind") is not None else -1
+    labels = np.asarray([lookup.get(str(m["kind"]), -1) if m.get("kind") is not None else -1
                          for m in meta], dtype=np.int64)
-    return labels, kinds
+    return labels, list(kinds)
+
+
+def parameter_free(labels: I64, kinds: Sequence[str]) -> npt.NDArray[np.bool_]:
+    """``(N,)`` bool: which samples (``labels`` into ``kinds``, -1 = none) are of a task
+    kind whose instruction says nothing beyond its kind (not in
+    :data:`~mm_perception.planning.instructions.PARAMETRIC_KINDS`): those whose sentence
+    ``language_dropout`` may drop. Unknown and unlabelled kinds are never dropped."""
+    free = {k.value for k in TaskKind} - {k.value for k in PARAMETRIC_KINDS}
+    return np.isin(labels, [i for i, k in enumerate(kinds) if k in free])
 
 
 def balance_probabilities(labels: I64) -> npt.NDArray[np.float64]:
@@ -255,10 +278,16 @@ def chunk_loss(net: VLAPolicyNet, pred: torch.Tensor, target: torch.Tensor,
     return (err * weights).sum(dim=-1).mean()
 
 
-def _forward(net: VLAPolicyNet, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def _forward(net: VLAPolicyNet, batch: dict[str, torch.Tensor],
+             task_kind: torch.Tensor | None = None) -> torch.Tensor:
+    """The network on a batch; ``task_kind`` (``(B,)`` int64, -1 = unknown) is the task
+    token's teacher forcing (``task_token`` only)."""
     from mm_perception.planning.vla.processor import INPUT_NAMES
 
-    return net(*(batch[k] for k in INPUT_NAMES))
+    inputs = [batch[k] for k in INPUT_NAMES]
+    if task_kind is not None and net.task_embed is not None:
+        return net(*inputs, task_kind=task_kind)
+    return net(*inputs)
 
 
 def evaluate(net: VLAPolicyNet, data: DemoDataset, indices: I64, batch_size: int,
@@ -315,7 +344,7 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
               position_noise_m: float = 0.1, huber_delta: float = 0.05,
               speed_weight: float = 0.5, kind_weight: float = 0.1, text_noise: float = 0.5,
               target_weight: float = 0.1, grounding_lr_mult: float = 1.0,
-              balance_kinds: bool = False,
+              balance_kinds: bool = False, language_dropout: float = 0.0,
               warmup_steps: int = 100, init_weights: str | Path | None = None,
               reword: bool = True, keep: str = "best", export: bool = True,
               progress: bool = True, text_encoder: TextEncoder | None = None,
@@ -349,6 +378,14 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
             raise ConfigError(f"{key} must be >= 0, got {fvalue!r}")
     if keep not in ("best", "last"):
         raise ConfigError(f"keep must be 'best' or 'last', got {keep!r}")
+    if not (math.isfinite(language_dropout) and 0.0 <= language_dropout < 1.0):
+        raise ConfigError(f"language_dropout must be in [0, 1), got {language_dropout!r}")
+    if config.task_token and config.language and kind_weight == 0:
+        raise ConfigError("a task token needs the task probe to train its head "
+                          "(kind_weight > 0); without it the token is an untrained choice")
+    if language_dropout > 0 and not config.task_token:
+        raise ConfigError("language_dropout needs a task token (VLAConfig.task_token): "
+                          "without one a dropped instruction leaves no task to follow")
     t_start = time.time()
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -365,19 +402,26 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
         from mm_perception.planning.vla.policy import load_weights
 
         init_net, _ = load_weights(init_weights)
-        # a policy without object FiLM may grow it: the new layer starts as the identity
-        widening = (not init_net.config.object_film and config.object_film
-                    and replace(init_net.config, object_film=True) == config)
-        if init_net.config != config and not widening:
+        # a policy without object FiLM or the task token may grow them: both start as the
+        # identity (FiLM) or a constant token (zero kind embeddings)
+        old = init_net.config
+        grown = old != config
+        if grown and not (replace(old, object_film=config.object_film,
+                                  task_token=config.task_token) == config
+                          and config.object_film >= old.object_film
+                          and config.task_token >= old.task_token):
             raise ConfigError(f"init_weights {init_weights} were made with another config; "
                               "fine-tuning needs the same one (or the same without "
-                              "object_film)")
-        net.load_state_dict(init_net.state_dict(), strict=not widening)
-    kind_index, kinds = kind_labels(data.meta)
+                              "object_film or task_token)")
+        net.load_state_dict(init_net.state_dict(), strict=not grown)
+    # with a task token the probe is the network's own task head, in its kind order
+    kind_index, kinds = kind_labels(data.meta, TASK_KINDS if config.task_token else None)
     # the grounding measures need instructions that differ (module docstring)
     use_probe = config.language and kind_weight > 0 and len(kinds) >= 2
     text_sigma = text_noise / math.sqrt(config.text_dim) if config.language else 0.0
-    probe = torch.nn.Linear(config.d_model, max(len(kinds), 1))
+    probe = (net.task_head if net.task_head is not None
+             else torch.nn.Linear(config.d_model, max(len(kinds), 1)))
+    droppable = parameter_free(kind_index, kinds)
     # the pointer needs an instruction to point by (through the FiLM), and labels
     use_pointer = (config.language and config.object_film and target_weight > 0
                    and bool((data.target_slot[train_idx] >= 0).any()))
@@ -386,9 +430,11 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
     # fine-tuning at a low lr they start from zero while everything else is trained
     grounding = ([*net.object_film.parameters(), *pointer.parameters()]
                  if use_pointer and net.object_film is not None else [])
+    if net.task_head is not None and net.task_embed is not None:
+        grounding += [*net.task_head.parameters(), net.task_embed]
     ids = {id(p) for p in grounding}
     rest = ([p for p in net.parameters() if id(p) not in ids]
-            + (list(probe.parameters()) if use_probe else []))
+            + (list(probe.parameters()) if use_probe and net.task_head is None else []))
     groups: list[dict[str, Any]] = [{"params": rest, "lr": lr}]
     if grounding:
         groups.append({"params": grounding, "lr": lr * grounding_lr_mult})
@@ -414,6 +460,7 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
                  "speed_weight": speed_weight, "kind_weight": kind_weight,
                  "text_noise": text_noise, "target_weight": target_weight,
                  "grounding_lr_mult": grounding_lr_mult, "balance_kinds": balance_kinds,
+                 "language_dropout": language_dropout,
                  "warmup_steps": warmup_steps,
                  "max_minutes": max_minutes, "reword": reword, "keep": keep,
                  "init_weights": None if init_weights is None else str(init_weights)},
@@ -471,13 +518,21 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
             if text_sigma > 0:
                 batch["text"] += torch.from_numpy(rng.normal(
                     0.0, text_sigma, batch["text"].shape).astype(np.float32))
-            loss = chunk_loss(net, _forward(net, batch), batch["targets"], huber_delta,
-                              speed_weight)
-            if use_probe:
-                labels = torch.from_numpy(kind_index[idx])
-                if bool((labels >= 0).any()):
-                    loss = loss + kind_weight * torch.nn.functional.cross_entropy(
-                        probe_logits(net, probe, batch["text"]), labels, ignore_index=-1)
+            labels = torch.from_numpy(kind_index[idx])
+            if language_dropout > 0:
+                # the instruction of a parameter-free task is dropped (no sentence: zeros),
+                # the task token keeps the true kind: the policy learns to act on that
+                # token, which a new wording reaches through one classification
+                drop = torch.from_numpy(droppable[idx]
+                                        & (rng.random(len(idx)) < language_dropout))
+                batch["text"][drop] = 0.0
+                labels = torch.where(drop, torch.full_like(labels, -1), labels)
+            task_kind = torch.from_numpy(kind_index[idx]) if config.task_token else None
+            loss = chunk_loss(net, _forward(net, batch, task_kind), batch["targets"],
+                              huber_delta, speed_weight)
+            if use_probe and bool((labels >= 0).any()):
+                loss = loss + kind_weight * torch.nn.functional.cross_entropy(
+                    probe_logits(net, probe, batch["text"]), labels, ignore_index=-1)
             if use_pointer and bool((batch["target_slot"] >= 0).any()):
                 loss = loss + target_weight * torch.nn.functional.cross_entropy(
                     pointer_logits(net, pointer, batch),
@@ -512,7 +567,8 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
         log["epochs"].append(row)
         LOG.info("epoch %d: %s", epoch + 1, row)
         torch.save({"net": net.state_dict(), "opt": opt.state_dict(),
-                    "probe": probe.state_dict() if use_probe else None,
+                    "probe": (probe.state_dict() if use_probe and net.task_head is None
+                              else None),
                     "pointer": pointer.state_dict() if use_pointer else None,
                     "sched": sched.state_dict(),
                     "next_epoch": epoch if stopped_early else epoch + 1,
@@ -562,14 +618,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weight of the auxiliary target pointer over the object tokens, "
                              "on samples with a recorded target_slot (0 = off)")
     parser.add_argument("--grounding-lr-mult", type=float, default=1.0,
-                        help="learning rate of the object FiLM and the target pointer, in "
-                             "multiples of --lr (they start from zero when fine-tuning)")
+                        help="learning rate of the object FiLM, the target pointer and the "
+                             "task token, in multiples of --lr (they start from zero when "
+                             "fine-tuning)")
     parser.add_argument("--balance-kinds", action="store_true",
                         help="draw every task kind equally often (with replacement) instead "
                              "of one pass over the samples per epoch")
     parser.add_argument("--text-noise", type=float, default=0.5,
                         help="expected norm of the gaussian noise added to the unit-norm "
                              "sentence embedding")
+    parser.add_argument("--task-token", action="store_true",
+                        help="give the policy a task token (VLAConfig.task_token): the task "
+                             "head's argmax kind as one more language token")
+    parser.add_argument("--language-dropout", type=float, default=0.0,
+                        help="probability that a sample of a parameter-free task is trained "
+                             "without its sentence (the task token only; needs --task-token)")
     parser.add_argument("--no-reword", action="store_true",
                         help="train every sample with its recorded instruction only (default: "
                              "drawn per batch from the training wordings of its task)")
@@ -597,6 +660,8 @@ def run(args: argparse.Namespace) -> int:
     config = VLAConfig.load(args.config) if args.config else VLAConfig()
     if args.no_language:
         config = replace(config, language=False)
+    if args.task_token:
+        config = replace(config, task_token=True)
     log = train_vla(config, args.data, args.out, epochs=args.epochs,
                     batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                     seed=args.seed, resume=args.resume, max_minutes=args.max_minutes,
@@ -605,7 +670,7 @@ def run(args: argparse.Namespace) -> int:
                     speed_weight=args.speed_weight, kind_weight=args.kind_weight,
                     text_noise=args.text_noise, target_weight=args.target_weight,
                     grounding_lr_mult=args.grounding_lr_mult, balance_kinds=args.balance_kinds,
-                    warmup_steps=args.warmup_steps,
+                    language_dropout=args.language_dropout, warmup_steps=args.warmup_steps,
                     init_weights=args.init_weights, reword=not args.no_reword, keep=args.keep,
                     export=not args.no_export, progress=not args.no_progress)
     last = log["epochs"][-1] if log["epochs"] else {}
@@ -627,4 +692,4 @@ if __name__ == "__main__":
 
 
 __all__ = ["CHECKPOINT_FILE", "add_arguments", "chunk_loss", "evaluate", "kind_labels",
-           "probe_logits", "run", "split_indices", "train_vla"]
+           "parameter_free", "probe_logits", "run", "split_indices", "train_vla"]
