@@ -288,7 +288,8 @@ class VLAPolicyNet(nn.Module):
         tokens = self.token_norm(torch.cat(groups, dim=1))
 
         n_img = img_tok.shape[1]
-        always = tokens.shape[1] - n_img - obj_on.shape[1] - lane_on.shape[1]
+        # the ego, language and task tokens are never masked
+        always = 1 + self.config.language_tokens + (self.task_embed is not None)
         keep = torch.cat([
             cam.reshape(b, 1).expand(b, n_img), obj_on, lane_on,
             torch.ones(b, always, dtype=torch.bool, device=ego.device)], dim=1)
