@@ -242,13 +242,18 @@ class VLAPolicyNet(nn.Module):
         lang = self.connector(text).reshape(text.shape[0], self.config.language_tokens, -1)
         return lang + self.language_pos + self.modality[4]
 
+    def pooled_language(self, lang_tok: torch.Tensor) -> torch.Tensor:
+        """Language tokens ``(B, language_tokens, d_model)`` (of :meth:`language_tokens`) ->
+        ``(B, d_model)``: their mean after the shared token LayerNorm, what the task head
+        (and the training's task probe) classifies."""
+        return self.token_norm(lang_tok).mean(dim=1)
+
     def task_logits(self, lang_tok: torch.Tensor) -> torch.Tensor:
-        """The task head: language tokens ``(B, language_tokens, d_model)`` (of
-        :meth:`language_tokens`) -> ``(B, len(TASK_KINDS))`` logits, from the mean of the
-        tokens after the shared token LayerNorm. Needs ``task_token``."""
+        """The task head: language tokens -> ``(B, len(TASK_KINDS))`` logits of
+        :meth:`pooled_language`. Needs ``task_token``."""
         if self.task_head is None:
             raise RuntimeError("this policy has no task head (VLAConfig.task_token is false)")
-        return self.task_head(self.token_norm(lang_tok).mean(dim=1))
+        return self.task_head(self.pooled_language(lang_tok))
 
     def task_token(self, lang_tok: torch.Tensor, task_kind: torch.Tensor | None,
                    ) -> torch.Tensor:

@@ -259,7 +259,7 @@ def balance_probabilities(labels: I64) -> npt.NDArray[np.float64]:
 def probe_logits(net: VLAPolicyNet, probe: torch.nn.Linear, text: torch.Tensor,
                  ) -> torch.Tensor:
     """``(B, kinds)`` task-probe logits of ``text`` ``(B, 384)`` (module docstring)."""
-    return probe(net.token_norm(net.language_tokens(text)).mean(dim=1))
+    return probe(net.pooled_language(net.language_tokens(text)))
 
 
 def pointer_logits(net: VLAPolicyNet, pointer: torch.nn.Linear,
@@ -293,10 +293,7 @@ def _forward(net: VLAPolicyNet, batch: dict[str, torch.Tensor],
     token's teacher forcing (``task_token`` only)."""
     from mm_perception.planning.vla.processor import INPUT_NAMES
 
-    inputs = [batch[k] for k in INPUT_NAMES]
-    if task_kind is not None and net.task_embed is not None:
-        return net(*inputs, task_kind=task_kind)
-    return net(*inputs)
+    return net(*(batch[k] for k in INPUT_NAMES), task_kind=task_kind)
 
 
 def evaluate(net: VLAPolicyNet, data: DemoDataset, indices: I64, batch_size: int,
@@ -527,7 +524,8 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
             if text_sigma > 0:
                 batch["text"] += torch.from_numpy(rng.normal(
                     0.0, text_sigma, batch["text"].shape).astype(np.float32))
-            labels = torch.from_numpy(kind_index[idx])
+            kind = torch.from_numpy(kind_index[idx])
+            labels = kind  # of the probe loss: without the samples whose sentence is dropped
             if language_dropout > 0:
                 # the instruction of a parameter-free task is dropped (no sentence: zeros),
                 # the task token keeps the true kind: the policy learns to act on that
@@ -536,7 +534,7 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
                                         & (rng.random(len(idx)) < language_dropout))
                 batch["text"][drop] = 0.0
                 labels = torch.where(drop, torch.full_like(labels, -1), labels)
-            task_kind = torch.from_numpy(kind_index[idx]) if config.task_token else None
+            task_kind = kind if config.task_token else None
             loss = chunk_loss(net, _forward(net, batch, task_kind), batch["targets"],
                               huber_delta, speed_weight)
             if use_probe and bool((labels >= 0).any()):
