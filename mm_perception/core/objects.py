@@ -8,7 +8,8 @@ in ``base_link``. These functions do those moves for :class:`DetectedObject` and
 * a rigid transform ``T_new_old`` moves the box centre, turns the heading by the transform's
   yaw, turns the velocity (an absolute, over-ground velocity: only rotated, never offset by
   the frames' relative motion) and turns the position block (3x3) and velocity block (2x2)
-  of the covariance, ``P' = R P R^T``; yaw variance is unchanged;
+  of the covariance, ``P' = R P R^T``; yaw variance is unchanged; the yaw rate is the new
+  ``z`` component of the rotated turn (the same between upright frames);
 * a time shift ``dt_s`` propagates the centre with the object's velocity under a constant
   velocity model, the covariance with it (``P' = F P F^T``, ``x' = x + dt v``).
   Objects without velocity stay where they were (nothing better is known).
@@ -88,7 +89,10 @@ def transform_objects(objects: Sequence[DetectedObject], T_new_old: SE3, frame_i
                 F[0, 4] = F[1, 5] = dt_s
                 cov = F @ cov @ F.T
         box = Box3D(pos, obj.box.size, float(yaw[k]), frame_id)
-        out.append(replace(obj, box=box, velocity=vel, covariance=cov,
+        # the rate about the new z: (R w)_z for w = (0, 0, yaw_rate); unchanged between
+        # upright frames, sign-flipped by a frame upside down
+        rate = None if obj.yaw_rate is None else float(rot[2, 2] * obj.yaw_rate)
+        out.append(replace(obj, box=box, velocity=vel, covariance=cov, yaw_rate=rate,
                            stamp_ns=obj.stamp_ns if stamp_ns is None else int(stamp_ns)))
     return out
 

@@ -9,6 +9,7 @@ pipeline cannot be changed behind another stage's back.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -392,6 +393,10 @@ class DetectedObject:
         existence_prob: probability that the object exists, [0, 1].
         sources: names of the sensors/levels that contributed.
         stamp_ns: measurement stamp, ns.
+        yaw_rate: rate of turn about ``z`` of ``box.frame_id``, rad/s (counter-clockwise
+            positive), or None when unknown (a detector's single frame; a constant-velocity
+            track). A tracker's turning estimate, so that a consumer can predict the box
+            along an arc (and the box turning with it) instead of a straight line.
     """
 
     box: Box3D
@@ -403,10 +408,16 @@ class DetectedObject:
     covariance: F64 | None = None
     existence_prob: float = 1.0
     sources: tuple[str, ...] = ()
+    yaw_rate: float | None = None
 
     def __post_init__(self) -> None:
         _check_stamp(self.stamp_ns)
         object.__setattr__(self, "label", ObjectClass(self.label))
+        if self.yaw_rate is not None:
+            rate = float(self.yaw_rate)
+            if not math.isfinite(rate):
+                raise ValueError(f"yaw_rate must be finite (rad/s) or None, got {rate}")
+            object.__setattr__(self, "yaw_rate", rate)
         for name in ("score", "existence_prob"):
             val = float(getattr(self, name))
             if not 0.0 <= val <= 1.0:

@@ -285,7 +285,7 @@ def ground_truth_tracks(agents: Sequence[ActorState], scenario: Scenario, frame_
                         stamp_ns: int) -> tuple[Track, ...]:
     """Every agent as a confirmed :class:`Track` in the world frame (what a perfect
     perception would give the safety filter): box from the actor model, centre at half its
-    height, ground velocity, id = actor id."""
+    height, ground velocity and yaw rate, id = actor id."""
     models = scenario.models()
     out = []
     for a in agents:
@@ -294,7 +294,7 @@ def ground_truth_tracks(agents: Sequence[ActorState], scenario: Scenario, frame_
         box = Box3D(np.array([a.x, a.y, a.z + size[2] / 2]), size, a.yaw, frame_id)
         vel = np.array([a.speed * math.cos(a.yaw), a.speed * math.sin(a.yaw), 0.0])
         obj = DetectedObject(box, ObjectClass(model.object_class.value), 1.0,
-                             stamp_ns=int(stamp_ns), velocity=vel)
+                             stamp_ns=int(stamp_ns), velocity=vel, yaw_rate=a.yaw_rate)
         out.append(Track(a.actor_id, obj, TrackStatus.CONFIRMED))
     return tuple(out)
 

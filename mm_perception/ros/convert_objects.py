@@ -16,8 +16,8 @@ lists ``mm_perception_msgs/msg/TrackedObjectArray`` (see the ``.msg`` files in
   (vx, vy) are not carried by the message (it says so) and come back as zeros. Back, a
   block whose flag is false comes back as zeros (the message's "all zeros"), and with both
   flags false the covariance is None.
-* ``velocity`` ``(3,)`` m/s -> ``velocity.twist.linear`` with ``has_velocity``; the yaw rate
-  (``angular.z``) is not in the core and is sent as 0.
+* ``velocity`` ``(3,)`` m/s -> ``velocity.twist.linear`` with ``has_velocity``; ``yaw_rate``
+  (rad/s) -> ``angular.z``, 0 when unknown (None), and back: a 0 comes back as None.
 * ``label`` -> ``label`` (``ObjectClassification`` constant of the same name) and
   ``label_name``; ``class_probs`` -> ``classification``, most likely first (float32).
 * ``sources`` -> ``source_names`` (duplicates dropped, order of first appearance) and the
@@ -214,6 +214,8 @@ def _object_to_msg(obj: DetectedObject, frame_id: str, what: str) -> Any:
     linear = np.zeros(3, dtype=np.float64)
     if obj.velocity is not None:
         linear = _check_finite(obj.velocity, f"{what} velocity")
+    yaw_rate = 0.0 if obj.yaw_rate is None else float(_check_finite(obj.yaw_rate,
+                                                                    f"{what} yaw_rate"))
 
     probs = []
     for name, prob in obj.class_probs.items():
@@ -231,7 +233,7 @@ def _object_to_msg(obj: DetectedObject, frame_id: str, what: str) -> Any:
                   orientation=g.Quaternion(x=qx, y=qy, z=qz, w=qw))
     twist = g.Twist(linear=g.Vector3(x=float(linear[0]), y=float(linear[1]),
                                      z=float(linear[2])),
-                    angular=g.Vector3(x=0.0, y=0.0, z=0.0))
+                    angular=g.Vector3(x=0.0, y=0.0, z=yaw_rate))
     return m.DetectedObject(
         stamp=ns_to_stamp(obj.stamp_ns, _FACTORY),
         pose=g.PoseWithCovariance(pose=pose, covariance=pose_cov.reshape(36)),
@@ -277,9 +279,15 @@ def _object_from_msg(msg: Any, frame_id: str, what: str) -> DetectedObject:
                                       f"expected 36")
             covariance[np.ix_(_VEL_IDX, _VEL_IDX)] = vel_cov.reshape(6, 6)[:2, :2]
     velocity = None
+    yaw_rate = None
     if msg.has_velocity:
         lin = msg.velocity.twist.linear
         velocity = _check_finite([lin.x, lin.y, lin.z], f"{what} velocity.twist.linear")
+        # zero is what the message holds for "unknown": read back as None (a known zero
+        # turn rate and an unknown one predict the same straight motion)
+        rate = float(_check_finite(msg.velocity.twist.angular.z,
+                                   f"{what} velocity.twist.angular.z"))
+        yaw_rate = rate if rate != 0.0 else None
 
     class_probs: dict[str, float] = {}
     for k, entry in enumerate(msg.classification):
@@ -297,7 +305,7 @@ def _object_from_msg(msg: Any, frame_id: str, what: str) -> DetectedObject:
             label=_label_from_msg(msg.label, msg.label_name, what),
             score=score, stamp_ns=stamp_to_ns(msg.stamp), class_probs=class_probs,
             velocity=velocity, covariance=covariance, existence_prob=existence,
-            sources=tuple(str(n) for n in msg.source_names))
+            sources=tuple(str(n) for n in msg.source_names), yaw_rate=yaw_rate)
     except ConversionError:
         raise
     except (TypeError, ValueError) as exc:

@@ -813,6 +813,10 @@ class MultiObjectTracker:
         for arr in (centers, vel, sizes, cov):
             arr.setflags(write=False)
         yaws = wrap_angle(out_m[:, 3]).tolist()
+        # the turn rate of CTRV rows (state entry 5); a CV row has none (its entry 5 is vy)
+        ctrv = self._ekf.is_ctrv[rows].tolist()
+        rates = [float(w) if c else None
+                 for w, c in zip(self._ekf.mean[rows, 5].tolist(), ctrv, strict=True)]
         probs = np.exp(self._logp[rows]).tolist()
         exist = np.clip(self._exist[rows], 0.0, 1.0).tolist()
         status = [_STATUS[i] for i in self._status[rows].tolist()]
@@ -825,9 +829,9 @@ class MultiObjectTracker:
         names = [c.value for c in KNOWN_CLASSES]
         new, tracks = object.__new__, []
         # iterating an array yields its row views (faster than indexing in the loop)
-        for (center, size, yaw, vel_k, cov_k, label, prob, e, src, tid, st, age, hit,
+        for (center, size, yaw, vel_k, cov_k, label, prob, e, src, rate, tid, st, age, hit,
              miss) in zip(list(centers), list(sizes), yaws, list(vel), list(cov), labels,
-                          probs, exist, sources, self._ids[rows].tolist(), status,
+                          probs, exist, sources, rates, self._ids[rows].tolist(), status,
                           self._age[rows].tolist(), self._hits[rows].tolist(),
                           self._misses[rows].tolist(), strict=True):
             box = new(Box3D)
@@ -839,7 +843,7 @@ class MultiObjectTracker:
                 # (every row of prob has one entry per name: no strict check needed)
                 "class_probs": MappingProxyType(dict(zip(names, prob))),  # noqa: B905
                 "velocity": vel_k, "covariance": cov_k, "existence_prob": e,
-                "sources": src})
+                "sources": src, "yaw_rate": rate})
             track = new(Track)
             track.__dict__.update({"track_id": tid, "object": obj, "status": st, "age": age,
                                    "hits": hit, "misses": miss})
@@ -851,7 +855,7 @@ class MultiObjectTracker:
 _CHECKED_FIELDS = {
     Box3D: ("center", "size", "yaw", "frame_id"),
     DetectedObject: ("box", "label", "score", "stamp_ns", "class_probs", "velocity",
-                     "covariance", "existence_prob", "sources"),
+                     "covariance", "existence_prob", "sources", "yaw_rate"),
     Track: ("track_id", "object", "status", "age", "hits", "misses"),
 }
 for _cls, _names in _CHECKED_FIELDS.items():

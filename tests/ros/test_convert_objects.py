@@ -6,6 +6,7 @@ not load (tests/ros/test_interfaces.py fails in that case when the toolchain is 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -65,7 +66,8 @@ def _obj(i: int = 0, *, velocity: bool = True, covariance: bool = True,
         class_probs={"car": 0.7, "truck": 0.2, "bus": 0.1} if probs else {},
         velocity=np.array([8.1, 0.45, -0.01]) if velocity else None,
         covariance=_cov(i) if covariance else None,
-        existence_prob=0.8765, sources=sources)
+        existence_prob=0.8765, sources=sources,
+        yaw_rate=-0.3125 + 0.25 * i if velocity else None)
 
 
 def _assert_same(got: DetectedObject, want: DetectedObject) -> None:
@@ -92,6 +94,7 @@ def _assert_same(got: DetectedObject, want: DetectedObject) -> None:
         assert got.covariance is not None
         np.testing.assert_array_equal(got.covariance, want.covariance)
     assert got.sources == want.sources
+    assert got.yaw_rate == want.yaw_rate
 
 
 def _serde(msg: Any) -> Any:
@@ -138,7 +141,11 @@ def test_object_fields_follow_the_msg() -> None:
     np.testing.assert_array_equal(vel_cov[:2, :2], obj.covariance[4:, 4:])
     assert np.count_nonzero(vel_cov) == np.count_nonzero(obj.covariance[4:, 4:])
     assert m.has_pose_covariance and m.has_velocity and m.has_velocity_covariance
-    assert m.velocity.twist.linear.x == 8.1 and m.velocity.twist.angular.z == 0.0
+    assert m.velocity.twist.linear.x == 8.1 and m.velocity.twist.angular.z == -0.3125
+    # an unknown yaw rate is sent as 0 and comes back unknown
+    unknown = objects_to_msg([replace(obj, yaw_rate=None)], STAMP, "base_link")
+    assert unknown.objects[0].velocity.twist.angular.z == 0.0
+    assert objects_from_msg(unknown)[0].yaw_rate is None
     cls = [(c.label_name, c.label) for c in m.classification]
     assert cls == [("car", 1), ("truck", 2), ("bus", 3)]  # most likely first
     assert m.label == m.classification[0].label and m.label_name == "car"

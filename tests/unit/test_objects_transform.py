@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -40,6 +41,17 @@ def test_rotation_moves_centre_heading_velocity_and_covariance() -> None:
     assert out.covariance[3, 3] == pytest.approx(0.01)
     np.testing.assert_allclose(out.covariance, out.covariance.T)
     assert out.stamp_ns == 5 and out.label is ObjectClass.CAR and out.score == 0.9
+
+
+def test_yaw_rate_is_kept_between_upright_frames_and_flips_upside_down() -> None:
+    obj = replace(_obj(), yaw_rate=0.3)
+    [turned] = transform_objects([obj], SE3.from_xy_yaw(5.0, 1.0, 2.0), "odom")
+    assert turned.yaw_rate == pytest.approx(0.3)
+    flip = SE3(np.diag([1.0, -1.0, -1.0]), np.zeros(3))  # half a turn about x
+    [flipped] = transform_objects([obj], flip, "upside_down")
+    assert flipped.yaw_rate == pytest.approx(-0.3)
+    [unknown] = transform_objects([_obj()], flip, "upside_down")
+    assert unknown.yaw_rate is None
 
 
 @settings(max_examples=40, deadline=None)

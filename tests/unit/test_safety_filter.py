@@ -35,6 +35,7 @@ from mm_perception.planning.safety import (
     SafetyStatus,
     _obstacles,
     _without_followers,
+    predict_boxes,
 )
 from mm_perception.planning.trajectory import Trajectory
 
@@ -366,6 +367,104 @@ def test_moving_objects_are_predicted_into_the_path() -> None:
     # ... unless configured otherwise
     trusting = SafetyFilter(SafetyConfig(tentative_static=False))
     assert run(trusting, traj, ego, [unsure]).reasons == ("collision",)
+
+
+def truck(x: float, y: float, yaw: float, speed: float, yaw_rate: float | None,
+          status: TrackStatus = TrackStatus.CONFIRMED) -> Track:
+    """An 11.3 x 2.5 m lorry moving along its heading at ``speed`` (m/s), turning at
+    ``yaw_rate`` (rad/s)."""
+    box = Box3D(np.array([x, y, 1.6]), np.array([11.3, 2.5, 3.2]), yaw, FRAME)
+    vel = np.array([speed * math.cos(yaw), speed * math.sin(yaw), 0.0])
+    obj = DetectedObject(box, ObjectClass.TRUCK, 0.9, stamp_ns=NOW, velocity=vel,
+                         yaw_rate=yaw_rate)
+    return Track(7, obj, status)
+
+
+def test_turning_lorry_tail_swing_is_predicted() -> None:
+    """The closed-loop case that hit: an oncoming lorry turning right beside the ego swings
+    its tail into the ego's lane. A straight-line prediction keeps its box in its own lane
+    (and passes the ego's chunk); the turn-rate prediction sees the tail coming."""
+    ego = ego_state(speed=3.0)
+    traj = straight(3.0, 5.0)
+    lorry = truck(5.0, 3.5, math.pi, 4.0, -0.35)  # oncoming lane, clockwise turn
+    straight_only = SafetyFilter(SafetyConfig(turn_horizon_s=0.0))
+    assert run(straight_only, traj, ego, [lorry]).status is SafetyStatus.PASSED
+    result = run(SafetyFilter(), traj, ego, [lorry])
+    assert result.reasons[0] == "collision"
+    # the same lorry going straight on (a known zero or an unknown turn rate) does not
+    # block the ego; turning left, across the ego's lane, it does
+    for rate in (None, 0.0):
+        assert run(SafetyFilter(), traj, ego, [truck(5.0, 3.5, math.pi, 4.0, rate)]
+                   ).status is SafetyStatus.PASSED, rate
+    assert run(SafetyFilter(), traj, ego, [truck(5.0, 3.5, math.pi, 4.0, 0.35)]
+               ).reasons[0] == "collision"
+    # a tentative track's rate is not trusted any more than its velocity
+    assert run(SafetyFilter(), traj, ego, [truck(5.0, 3.5, math.pi, 4.0, -0.35,
+                                                  TrackStatus.TENTATIVE)]
+               ).status is SafetyStatus.PASSED
+
+
+def test_small_turn_rates_of_straight_traffic_do_not_stop_the_ego() -> None:
+    """A rate inside the dead band (tracker noise of a car going straight) is not followed:
+    an oncoming car in the next lane at 10 m/s with 0.14 rad/s towards the ego passes;
+    followed (no dead band) the same rate would bend it into the ego's lane."""
+    ego = ego_state(speed=10.0)
+    traj = straight(10.0, 5.0)
+    box = Box3D(np.array([60.0, 3.5, 0.75]), np.array([CAR_LEN, CAR_WIDTH, 1.5]), math.pi,
+                FRAME)
+    obj = DetectedObject(box, ObjectClass.CAR, 0.9, stamp_ns=NOW,
+                         velocity=np.array([-10.0, 0.0, 0.0]), yaw_rate=0.14)
+    assert run(SafetyFilter(), traj, ego, [Track(3, obj, TrackStatus.CONFIRMED)]
+               ).status is SafetyStatus.PASSED
+    low_band = SafetyFilter(SafetyConfig(min_track_yaw_rate_rps=0.0,
+                                         min_track_curvature_1pm=0.0))
+    assert run(low_band, traj, ego, [Track(3, obj, TrackStatus.CONFIRMED)]
+               ).reasons[0] == "collision"
+
+
+def test_predict_boxes_follows_the_arc_then_goes_straight() -> None:
+    xy = np.array([[1.0, 2.0], [0.0, 0.0], [5.0, 5.0]])
+    yaw = np.array([0.3, 0.0, 1.0])
+    velocity = np.array([[4.0 * math.cos(0.3), 4.0 * math.sin(0.3)], [2.0, 0.0], [0.0, 0.0]])
+    rate = np.array([0.4, 0.0, 0.5])   # turning left; straight; standing with a rate
+    horizon = 2.0
+    dt = np.array([0.0, 0.7, 1.5, 2.0, 3.5, -1.0])[:, None] * np.ones((1, 3))
+    centre, heading = predict_boxes(xy, yaw, velocity, rate, dt, horizon, 0.3)
+    assert centre.shape == (6, 3, 2) and heading.shape == (6, 3)
+    # track 0: on the circle of radius v / w about its turn centre while turning (the
+    # arc length v t), then straight along the heading reached, at the same speed
+    v, w = 4.0, 0.4
+    r = v / w
+    pivot = xy[0] + r * np.array([-math.sin(0.3), math.cos(0.3)])
+    for k, t in enumerate(dt[:, 0]):
+        tau = min(max(t, -horizon), horizon)
+        on_arc = pivot + r * np.array([math.sin(0.3 + w * tau), -math.cos(0.3 + w * tau)])
+        ahead = (t - tau) * v * np.array([math.cos(0.3 + w * tau), math.sin(0.3 + w * tau)])
+        np.testing.assert_allclose(centre[k, 0], on_arc + ahead, atol=1e-12)
+        assert heading[k, 0] == pytest.approx(0.3 + w * tau)
+    # track 1 (no rate): constant velocity, heading kept
+    np.testing.assert_allclose(centre[:, 1], xy[1] + dt[:, 1:2] * velocity[1], atol=1e-12)
+    np.testing.assert_allclose(heading[:, 1], 0.0)
+    # track 2: standing still, so its rate is clipped to 0.3 / m x 0 m/s: no spin in place
+    np.testing.assert_allclose(centre[:, 2], np.broadcast_to(xy[2], (6, 2)))
+    np.testing.assert_allclose(heading[:, 2], 1.0)
+    # the rate bound scales with speed: 1 rad/s at 2 m/s is followed as 0.6 rad/s
+    _, turned = predict_boxes(xy[1:2], yaw[1:2], velocity[1:2], np.array([1.0]),
+                              np.array([[1.0]]), horizon, 0.3)
+    assert turned[0, 0] == pytest.approx(0.6)
+    # the dead band: 0.05 rad/s is noise below 0.1 rad/s, followed above 0.01
+    _, quiet = predict_boxes(xy[1:2], yaw[1:2], velocity[1:2], np.array([0.05]),
+                             np.array([[1.0]]), horizon, 0.3, 0.1)
+    _, heard = predict_boxes(xy[1:2], yaw[1:2], velocity[1:2], np.array([0.05]),
+                             np.array([[1.0]]), horizon, 0.3, 0.01)
+    assert quiet[0, 0] == 0.0 and heard[0, 0] == pytest.approx(0.05)
+    # ... and on curvature: 0.05 rad/s at 2 m/s is 0.025 1/m, noise below 0.04 1/m
+    _, wide = predict_boxes(xy[1:2], yaw[1:2], velocity[1:2], np.array([0.05]),
+                            np.array([[1.0]]), horizon, 0.3, 0.01, 0.04)
+    assert wide[0, 0] == 0.0
+    # no turn horizon: every track at constant velocity
+    flat, _ = predict_boxes(xy, yaw, velocity, rate, dt, 0.0, 0.3)
+    np.testing.assert_allclose(flat, xy[None] + dt[..., None] * velocity[None], atol=1e-12)
 
 
 def test_car_in_the_adjacent_lane_and_deleted_tracks_do_not_block() -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from mm_perception.core.errors import ConfigError
 from mm_perception.core.types import Box3D, DetectedObject, ObjectClass, Track, TrackStatus
+from mm_perception.planning.safety import SafetyConfig
 from mm_perception.tracking.association import (
     _compact,
     associate,
@@ -875,3 +876,44 @@ def test_class_evidence_equals_per_object_computation() -> None:
 def _label_index(label: ObjectClass) -> int:
     known = [c for c in ObjectClass if c is not UNKNOWN]
     return known.index(label) if label in known else len(known)
+
+
+def _yaw_rates(label: ObjectClass, rate: float, seed: int) -> list[float | None]:
+    """A target at 6 m/s turning at ``rate`` (rad/s) for 6 s, boxes with 0.2 m position and
+    0.05 rad heading noise: the track's reported yaw rate after each confirmed update."""
+    rng = np.random.default_rng(seed)
+    trk = MultiObjectTracker(TrackerConfig())
+    speed, out = 6.0, []
+    for k in range(60):
+        t = k * DT
+        heading = rate * t
+        if rate:
+            p = np.array([math.sin(heading), 1 - math.cos(heading)]) * speed / rate
+        else:
+            p = np.array([speed * t, 0.0])
+        z = p + rng.normal(0, 0.2, 2)
+        tracks = trk.update([det(z[0], z[1], heading + rng.normal(0, 0.05), label=label,
+                                 cov=cov6())], ns(k))
+        assert len(tracks) == 1
+        if tracks[0].status is TrackStatus.CONFIRMED:
+            out.append(tracks[0].object.yaw_rate)
+    assert len(out) >= 55
+    return out
+
+
+def test_tracks_report_their_turn_rate() -> None:
+    """CTRV tracks (vehicles) carry their estimated yaw rate in the output, which the safety
+    filter predicts along; CV tracks (pedestrians) have none."""
+    for seed in range(3):
+        turning = _yaw_rates(CAR, 0.3, seed)
+        assert all(r is not None for r in turning)
+        # settled after 3 s: within 0.03 rad/s of the truth on average (each update
+        # scatters by about 0.06 rad/s), and nearly always outside the safety filter's
+        # dead band
+        settled = np.array(turning[-30:], dtype=float)
+        assert abs(settled.mean() - 0.3) < 0.03
+        assert (settled > SafetyConfig().min_track_yaw_rate_rps).mean() >= 0.9
+        # a car going straight stays inside that dead band
+        straight = np.array(_yaw_rates(CAR, 0.0, seed)[-30:], dtype=float)
+        assert np.abs(straight).max() < SafetyConfig().min_track_yaw_rate_rps
+        assert all(r is None for r in _yaw_rates(PED, 0.0, seed))

@@ -107,6 +107,11 @@ def test_detected_object_and_track() -> None:
         DetectedObject(box, ObjectClass.CAR, 1.5)
     with pytest.raises(ValueError, match="covariance must be"):
         DetectedObject(box, ObjectClass.CAR, 0.5, covariance=np.eye(3))
+    assert obj.yaw_rate is None
+    assert DetectedObject(box, ObjectClass.CAR, 0.5, yaw_rate=np.float32(0.25)).yaw_rate == 0.25
+    for bad in (math.nan, math.inf):
+        with pytest.raises(ValueError, match="yaw_rate must be finite"):
+            DetectedObject(box, ObjectClass.CAR, 0.5, yaw_rate=bad)
     track = Track(3, obj, "confirmed", age=4, hits=3)  # type: ignore[arg-type]
     assert track.status is TrackStatus.CONFIRMED
     with pytest.raises(ValueError):
