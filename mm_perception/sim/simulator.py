@@ -173,8 +173,29 @@ class _Pending:
     places in the step's lists."""
 
     finish: Callable[[], tuple[SensorOutput, GroundTruthFrame]]
+    future: Future[Any]
     output_slot: int
     truth_slot: int
+
+    def wait(self) -> None:
+        """Wait for the frame without building its output (errors are dropped: nobody
+        reads this frame)."""
+        self.future.exception()
+
+
+@dataclass
+class _Advanced:
+    """A step whose main-thread part is done (:meth:`Simulator._advance`): its outputs and
+    ground truth in event order, with ``None`` in the places of ``pending`` frames."""
+
+    outputs: list[Any] = field(default_factory=list)
+    truth: list[Any] = field(default_factory=list)
+    pending: list[_Pending] = field(default_factory=list)
+    collisions: set[int] = field(default_factory=set)
+    off_road: bool = False
+    time_ns: int = 0
+    ego: ActorState | None = None
+    agents: tuple[ActorState, ...] = ()
 
 
 def _interp_state(a: ActorState, b: ActorState, alpha: float) -> ActorState:
@@ -208,11 +229,9 @@ class Simulator:
         self.scenario: Scenario | None = None
         self._world: Any = None
         self._sensors: dict[str, Any] = {}
-        self._pending: list[_Pending] = []
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
-        self._pending = []  # closing a sensor waits for its thread's work
         for sensor in self._sensors.values():
             close = getattr(sensor, "close", None)
             if close is not None:
@@ -299,14 +318,39 @@ class Simulator:
     # ------------------------------------------------------------------ stepping
     def step(self, command: EgoCommand | TrajectoryCommand | None = None) -> SimStep:
         """Advance one control period with ``command`` (None: the built-in autopilot)."""
+        return self._complete(self._advance(command))
+
+    def run(self, duration_s: float) -> Iterator[SimStep]:
+        """Open-loop recording: autopilot steps until ``duration_s`` has elapsed.
+
+        The steps are those :meth:`step` gives, but each is handed out only once the next
+        one has been advanced: the autopilot needs no camera image, so a camera renders its
+        frames on its thread while the main thread works on the next step, instead of being
+        waited for at the end of its own.
+        """
+        end = round(duration_s * NS)
+        held: _Advanced | None = None
+        try:
+            while self._t < end:
+                nxt = self._advance(None)
+                if held is not None:
+                    yield self._complete(held)
+                held = nxt
+            if held is not None:
+                last, held = held, None
+                yield self._complete(last)
+        finally:
+            if held is not None:  # the consumer stopped early: let the frames finish
+                for p in held.pending:
+                    p.wait()
+
+    def _advance(self, command: EgoCommand | TrajectoryCommand | None) -> _Advanced:
+        """The main-thread part of a step: dynamics, traffic and every sensor event; camera
+        frames are still rendering on their threads (see :meth:`_complete`)."""
         if self.scenario is None:
             raise RuntimeError("call reset(scenario) before step()")
         cfg = self.config
-        self._pending = []  # a step that raised leaves its places behind: not ours
-        outputs: list[Any] = []  # SensorOutput; None: its place, being computed (_Pending)
-        truth: list[Any] = []  # GroundTruthFrame; None: the same
-        collisions: set[int] = set()
-        went_off_road = False
+        adv = _Advanced()
         issued = self._t  # trajectory times are relative to when the command is given
         if command is None:  # the autopilot decides at the control rate, like a planner
             command = self._autopilot.command(self._ego, self._traffic, self._t / NS)
@@ -323,20 +367,24 @@ class Simulator:
                 ego = _interp_state(ego0, ego1, alpha)
                 agents = tuple(_interp_state(a, b, alpha) for a, b in zip(agents0, agents1,
                                                                           strict=True))
-                self._handle(name, kind_idx, t_ev, ego, agents, outputs, truth)
+                self._handle(name, kind_idx, t_ev, ego, agents, adv)
             self._t, self._ego, self._agents = t1, ego1, agents1
             hit, off = self._safety(ego1, agents1)
-            collisions |= hit
-            went_off_road |= off
-        self._finish_pending(outputs, truth)
-        return SimStep(self._t, self._ego, self._agents, tuple(outputs), tuple(truth),
-                       SimEvents(tuple(sorted(collisions)), went_off_road))
+            adv.collisions |= hit
+            adv.off_road |= off
+        adv.time_ns, adv.ego, adv.agents = self._t, self._ego, self._agents
+        return adv
 
-    def run(self, duration_s: float) -> Iterator[SimStep]:
-        """Open-loop recording: autopilot steps until ``duration_s`` has elapsed."""
-        end = round(duration_s * NS)
-        while self._t < end:
-            yield self.step()
+    @staticmethod
+    def _complete(adv: _Advanced) -> SimStep:
+        """Wait for the step's camera frames and put them in their places (the order of the
+        outputs is the order of the sensor events)."""
+        outputs, truth = adv.outputs, adv.truth
+        assert adv.ego is not None
+        for p in adv.pending:
+            outputs[p.output_slot], truth[p.truth_slot] = p.finish()
+        return SimStep(adv.time_ns, adv.ego, adv.agents, tuple(outputs), tuple(truth),
+                       SimEvents(tuple(sorted(adv.collisions)), adv.off_road))
 
     # ------------------------------------------------------------------ events
     def _sensor_timing(self) -> list[tuple[int, SensorSpec, int, int]]:
@@ -376,9 +424,9 @@ class Simulator:
         return np.random.default_rng([self.scenario.seed, zlib.crc32(sensor.encode()), index])
 
     def _handle(self, name: str, index: int, t_ns: int, ego: ActorState,
-                agents: tuple[ActorState, ...], outputs: list[SensorOutput],
-                truth: list[GroundTruthFrame]) -> None:
+                agents: tuple[ActorState, ...], adv: _Advanced) -> None:
         spec = self.rig.sensors[name]
+        outputs, truth = adv.outputs, adv.truth
         stamp = self.config.start_stamp_ns + t_ns
         T_world_base = actor_pose(ego)
         if spec.kind is SensorKind.ODOMETRY:
@@ -390,7 +438,7 @@ class Simulator:
         if spec.kind is SensorKind.LIDAR:
             self._lidar_slice(spec, index, t_ns, ego, agents, T_world_sensor, outputs, truth)
         elif spec.kind is SensorKind.CAMERA:
-            self._camera(spec, stamp, ego, agents, T_world_base, outputs, truth)
+            self._camera(spec, stamp, ego, agents, T_world_base, adv)
         else:
             self._radar(spec, index, stamp, ego, agents, T_world_sensor, outputs, truth)
 
@@ -457,28 +505,16 @@ class Simulator:
         truth.append(GroundTruthFrame(stamp, spec.name, spec.kind.value, sweep.ego,
                                       self._objects(sweep.states, sweep.ego, hits)))
 
-    def _hold(self, outputs: list[Any], truth: list[Any],
-              finish: Callable[[], tuple[SensorOutput, GroundTruthFrame]]) -> None:
-        """Keep a place in ``outputs`` and ``truth`` for an output ``finish`` builds at the
-        end of the step (the order of the lists stays the order of the sensor events)."""
-        self._pending.append(_Pending(finish, len(outputs), len(truth)))
-        outputs.append(None)
-        truth.append(None)
-
-    def _finish_pending(self, outputs: list[Any], truth: list[Any]) -> None:
-        """Fill the places held this step (see :meth:`_hold`)."""
-        pending, self._pending = self._pending, []
-        for p in pending:
-            outputs[p.output_slot], truth[p.truth_slot] = p.finish()
-
     def _camera(self, spec: SensorSpec, stamp: int, ego: ActorState,
-                agents: tuple[ActorState, ...], T_world_base: SE3,
-                outputs: list[Any], truth: list[Any]) -> None:
+                agents: tuple[ActorState, ...], T_world_base: SE3, adv: _Advanced) -> None:
         """Ask for the frame (it renders on the camera's thread while the step goes on) and
-        hold its places."""
+        hold its places in the step's lists (their order stays the order of the events)."""
         future = self._sensors[spec.name].render_async(T_world_base)
-        self._hold(outputs, truth, lambda: self._finish_frame(spec, stamp, ego, agents,
-                                                              T_world_base, future))
+        adv.pending.append(_Pending(
+            lambda: self._finish_frame(spec, stamp, ego, agents, T_world_base, future),
+            future, len(adv.outputs), len(adv.truth)))
+        adv.outputs.append(None)
+        adv.truth.append(None)
 
     def _finish_frame(self, spec: SensorSpec, stamp: int, ego: ActorState,
                       agents: tuple[ActorState, ...], T_world_base: SE3,
