@@ -29,24 +29,39 @@ from mm_perception.sim.simulator import SimConfig, Simulator
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _time_methods(obj: object, methods: tuple[str, ...], name: str,
+                  spent: dict[str, float]) -> None:
+    """Replace ``obj``'s methods by wrappers that add their run time to ``spent[name]``."""
+    for method in methods:
+        fn = getattr(obj, method, None)
+        if fn is None:
+            continue
+
+        def timed(*args: object, _fn: object = fn, **kw: object) -> object:
+            t0 = time.perf_counter()
+            try:
+                return _fn(*args, **kw)  # type: ignore[operator]
+            finally:
+                spent[name] += time.perf_counter() - t0
+
+        setattr(obj, method, timed)
+
+
 def _profile_sensors(sim: Simulator) -> dict[str, float]:
     """Wrap the sensor objects to time them (seconds per sensor)."""
     spent: dict[str, float] = defaultdict(float)
     for name, sensor in sim._sensors.items():
         # a camera renders on its own thread (_render): its time overlaps the others'
-        for method in ("_render", "cast", "scan"):
-            fn = getattr(sensor, method, None)
-            if fn is None:
-                continue
+        _time_methods(sensor, ("_render", "scan"), name, spent)
+        make_sweep = getattr(sensor, "sweep", None)
+        if make_sweep is not None:  # a LiDAR: its slices are cast into a sweep object
 
-            def timed(*args: object, _fn: object = fn, _name: str = name, **kw: object) -> object:
-                t0 = time.perf_counter()
-                try:
-                    return _fn(*args, **kw)  # type: ignore[operator]
-                finally:
-                    spent[_name] += time.perf_counter() - t0
+            def sweep(_make: object = make_sweep, _name: str = name) -> object:
+                obj = _make()  # type: ignore[operator]
+                _time_methods(obj, ("cast", "finish_with_slices"), _name, spent)
+                return obj
 
-            setattr(sensor, method, timed)
+            sensor.sweep = sweep
     return spent
 
 

@@ -44,6 +44,7 @@ from mm_perception.core.sensor_models import LidarModel
 from mm_perception.sim.world import MujocoWorld
 
 F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
 I32 = npt.NDArray[np.int32]
 
 
@@ -184,7 +185,7 @@ class LidarSim:
 
     def cast(self, T_world_lidar: SE3, columns: npt.ArrayLike,
              rng: np.random.Generator) -> LidarReturns:
-        """Fire the given columns from one LiDAR pose.
+        """Fire the given columns from one LiDAR pose (a one-slice :class:`LidarSweep`).
 
         Args:
             T_world_lidar: LiDAR pose in the world at the slice's time.
@@ -198,43 +199,114 @@ class LidarSim:
         Raises:
             ValueError: a column index out of range.
         """
-        model = self.model
+        sweep = self.sweep()
+        sweep.cast(T_world_lidar, columns)
+        return sweep.finish(rng)
+
+    def sweep(self) -> LidarSweep:
+        """An empty :class:`LidarSweep` to cast slices into."""
+        return LidarSweep(self)
+
+
+class LidarSweep:
+    """The slices of one sweep, cast one at a time and measured together.
+
+    :meth:`cast` runs only the ray cast of a slice (from that slice's pose, against the world
+    as it is then); :meth:`finish` applies the measurement model (noise, dropout, range
+    limits, intensity) to every beam of every slice at once, which costs one set of array
+    operations per sweep instead of one per slice.
+    """
+
+    def __init__(self, lidar: LidarSim) -> None:
+        self.lidar = lidar
+        n_max = lidar.model.columns * lidar.model.channels
+        self._geom = np.empty(n_max, dtype=np.int32)
+        self._dist = np.empty(n_max)
+        self._normal = np.empty((n_max, 3))
+        self._dirs_world = np.empty((n_max, 3))
+        self._cols: list[npt.NDArray[np.int64]] = []
+        self._rows: list[int] = []  # beams cast so far, after each slice
+        self.origins: list[F64] = []  # slice k's LiDAR position in the world
+        self.rotations: list[F64] = []  # slice k's R_world_lidar
+
+    @property
+    def n_slices(self) -> int:
+        return len(self._rows)
+
+    def cast(self, T_world_lidar: SE3, columns: npt.ArrayLike) -> None:
+        """Cast the beams of ``columns`` from ``T_world_lidar`` (the pose at the slice's
+        time) against the world as it is now.
+
+        Raises:
+            ValueError: a column index out of range, or more beams than one sweep has.
+        """
+        model = self.lidar.model
         cols = np.asarray(columns, dtype=np.int64).reshape(-1)
         if cols.size and (cols.min() < 0 or cols.max() >= model.columns):
             raise ValueError(f"columns must be in [0, {model.columns}), got "
                              f"[{cols.min()}, {cols.max()}]")
+        a = self._rows[-1] if self._rows else 0
+        b = a + cols.size * model.channels
+        if b > self._geom.size:
+            raise ValueError(f"a sweep has {self._geom.size} beams; {b} were cast")
+        rot = T_world_lidar.rotation
+        dirs_world = self._dirs_world[a:b]
+        np.matmul(self.lidar.directions[cols].reshape(-1, 3), rot.T, out=dirs_world)
+        cutoff = model.max_range_m + 5.0 * model.range_noise_m
+        self.lidar.world.cast_rays(T_world_lidar.translation, dirs_world, cutoff,
+                                   out=(self._geom[a:b], self._dist[a:b], self._normal[a:b]))
+        self._cols.append(cols)
+        self._rows.append(b)
+        self.origins.append(np.array(T_world_lidar.translation, dtype=np.float64))
+        self.rotations.append(np.array(rot, dtype=np.float64))
+
+    def finish(self, rng: np.random.Generator) -> LidarReturns:
+        """The measured returns of every slice cast, in slice order (then column, then
+        ring); each slice's points in the LiDAR frame of that slice.
+
+        ``rng`` gives one normal and one uniform draw per beam, always.
+        """
+        ret, _ = self.finish_with_slices(rng)
+        return ret
+
+    def finish_with_slices(self, rng: np.random.Generator) -> tuple[LidarReturns, I32]:
+        """:meth:`finish`, and the ``(M,) int32`` slice index of each return."""
+        lidar = self.lidar
+        model, cfg = lidar.model, lidar.config
         nch = model.channels
-        dirs = self.directions[cols].reshape(-1, 3)
-        n = dirs.shape[0]
+        n = self._rows[-1] if self._rows else 0
         noise = rng.normal(0.0, model.range_noise_m, n) if model.range_noise_m > 0 \
             else np.zeros(n)
         lost = rng.random(n) < model.dropout
-
-        dirs_world = dirs @ T_world_lidar.rotation.T
-        cutoff = model.max_range_m + 5.0 * model.range_noise_m
-        geom, dist, normal = self.world.cast_rays(T_world_lidar.translation, dirs_world,
-                                                  cutoff)
-        rng_m = dist + noise
+        geom = self._geom[:n]
+        rng_m = self._dist[:n] + noise
         keep = (geom >= 0) & ~lost & (rng_m >= model.min_range_m) & (rng_m <= model.max_range_m)
 
+        cols = np.concatenate(self._cols) if self._cols else np.zeros(0, np.int64)
+        sizes = np.array([b - a for a, b in zip([0, *self._rows[:-1]], self._rows,
+                                                strict=True)], dtype=np.int64)
+        slice_idx = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)[keep]
         geom_k = geom[keep]
         r = rng_m[keep]
-        cos_inc = np.abs(np.einsum("ij,ij->i", normal[keep], dirs_world[keep]))
-        falloff = np.minimum(1.0, (self.config.intensity_ref_range_m / r) ** 2)
-        intensity = (self.config.intensity_scale * self.world.geom_reflectivity[geom_k]
+        dirs_world = self._dirs_world[:n][keep]
+        cos_inc = np.abs(np.einsum("ij,ij->i", self._normal[:n][keep], dirs_world))
+        falloff = np.minimum(1.0, (cfg.intensity_ref_range_m / r) ** 2)
+        intensity = (cfg.intensity_scale * lidar.world.geom_reflectivity[geom_k]
                      * cos_inc * falloff)
         ring = np.tile(np.arange(nch, dtype=np.uint16), cols.size)[keep]
         column = np.repeat(cols.astype(np.int32), nch)[keep]
-        return LidarReturns(
-            xyz=(dirs[keep] * r[:, None]).astype(np.float32),
+        dirs = lidar.directions[column, ring]  # the LiDAR frame of each beam's slice
+        returns = LidarReturns(
+            xyz=(dirs * r[:, None]).astype(np.float32),
             range=r.astype(np.float32),
             intensity=intensity.astype(np.float32),
             ring=ring,
             column=column,
-            time_offset_ns=self.column_time_offset_ns(column),
-            actor_id=self.world.geom_actor[geom_k].astype(np.int32),
+            time_offset_ns=lidar.column_time_offset_ns(column),
+            actor_id=lidar.world.geom_actor[geom_k].astype(np.int32),
             geom_id=geom_k.astype(np.int32),
         )
+        return returns, slice_idx
 
 
-__all__ = ["LidarReturns", "LidarSim", "LidarSimConfig"]
+__all__ = ["LidarReturns", "LidarSim", "LidarSimConfig", "LidarSweep"]

@@ -30,7 +30,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -65,6 +65,9 @@ from mm_perception.sim.ground_truth import (
 from mm_perception.sim.scenario import Scenario
 from mm_perception.sim.spec import ActorState
 from mm_perception.sim.traffic import TrafficModel
+
+if TYPE_CHECKING:  # the sensor modules import MuJoCo; reset() imports them when needed
+    from mm_perception.sim.lidar_sim import LidarSweep
 
 NS = 1_000_000_000
 
@@ -158,12 +161,15 @@ class SimStep:
 
 @dataclass
 class _Sweep:
+    """A LiDAR sweep being cast: its slices' rays (``raw``) and, per slice, the event time
+    after the sweep start (ns) and the agents' states then."""
+
     start_ns: int
     states: tuple[ActorState, ...]
     ego: ActorState
-    parts: list[Any] = field(default_factory=list)
-    offsets: list[np.ndarray] = field(default_factory=list)
-    local: list[np.ndarray] = field(default_factory=list)
+    raw: LidarSweep
+    offsets: list[int] = field(default_factory=list)
+    slice_states: list[tuple[ActorState, ...]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -467,37 +473,34 @@ class Simulator:
                      outputs: list[SensorOutput], truth: list[GroundTruthFrame]) -> None:
         slices = self.config.lidar_slices
         j = k % slices
+        lidar = self._sensors[spec.name]
         if j == 0:
-            self._sweeps[spec.name] = _Sweep(t_ns, agents, ego)
+            self._sweeps[spec.name] = _Sweep(t_ns, agents, ego, lidar.sweep())
         sweep = self._sweeps.get(spec.name)
         if sweep is None:  # joined mid-sweep (cannot happen from t = 0); skip the partial sweep
             return
-        lidar = self._sensors[spec.name]
-        returns = lidar.cast(T_world_sensor, lidar.slice_columns(j, slices),
-                             self._rng(spec.name, k))
-        sweep.parts.append(returns)
-        sweep.offsets.append(np.full(len(returns.range), t_ns - sweep.start_ns, dtype=np.int64))
-        sweep.local.append(_actor_local(returns.actor_id, T_world_sensor.apply(returns.xyz),
-                                        {a.actor_id: a for a in agents}))
+        # only the cast happens per slice; the measurement model runs once per sweep
+        sweep.raw.cast(T_world_sensor, lidar.slice_columns(j, slices))
+        sweep.offsets.append(t_ns - sweep.start_ns)
+        sweep.slice_states.append(agents)
         if j != slices - 1:
             return
         del self._sweeps[spec.name]
-        parts = sweep.parts
-        points = np.zeros(sum(len(p.range) for p in parts),
-                          dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("intensity", "<f4"),
-                                 ("ring", "<u2")])
-        if len(points):
-            xyz = np.concatenate([p.xyz for p in parts])
-            points["x"], points["y"], points["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
-            points["intensity"] = np.concatenate([p.intensity for p in parts])
-            points["ring"] = np.concatenate([p.ring for p in parts])
-        offsets = np.concatenate(sweep.offsets) if sweep.offsets else np.zeros(0, np.int64)
+        returns, slice_idx = sweep.raw.finish_with_slices(self._rng(spec.name, k // slices))
+        points = np.zeros(len(returns), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
+                                               ("intensity", "<f4"), ("ring", "<u2")])
+        xyz = returns.xyz
+        points["x"], points["y"], points["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+        points["intensity"] = returns.intensity
+        points["ring"] = returns.ring
+        offsets = np.asarray(sweep.offsets, dtype=np.int64)[slice_idx]
         stamp = self.config.start_stamp_ns + sweep.start_ns
         cloud = PointCloud(spec.name, stamp, spec.frame_id, points, time_offsets_ns=offsets)
         publish = self.config.start_stamp_ns + t_ns + self.config.publish_latency_ns
-        actor_ids = (np.concatenate([p.actor_id for p in parts]).astype(np.int32) if parts
-                     else np.zeros(0, np.int32))
-        local = np.concatenate(sweep.local) if sweep.local else np.zeros((0, 3))
+        actor_ids = returns.actor_id
+        local = _actor_local(actor_ids, slice_idx, _slice_points_world(sweep.raw, xyz,
+                                                                       slice_idx),
+                             sweep.slice_states)
         outputs.append(SensorOutput(spec.name, spec.kind, stamp, publish, cloud,
                                     labels={"actor_id": actor_ids, "actor_xyz": local}))
         ids, counts = np.unique(actor_ids[actor_ids > 0], return_counts=True)
@@ -563,13 +566,32 @@ class Simulator:
         return hit, off_road(ego, self.scenario.ego.model, self.scenario.layout)
 
 
-def _actor_local(actor_ids: np.ndarray, points_world: np.ndarray,
-                 states: dict[int, ActorState]) -> np.ndarray:
-    """``(N, 3)`` each point in the frame of the actor it hit (NaN for static hits)."""
+def _slice_points_world(raw: LidarSweep, xyz: np.ndarray, slice_idx: np.ndarray) -> np.ndarray:
+    """``(N, 3)`` float64 world position of each return, from the LiDAR pose of its slice."""
+    if not raw.n_slices:
+        return np.zeros((0, 3))
+    rot = np.asarray(raw.rotations)[slice_idx]  # (N, 3, 3) R_world_lidar
+    origin = np.asarray(raw.origins)[slice_idx]
+    return np.einsum("nij,nj->ni", rot, xyz.astype(np.float64)) + origin
+
+
+def _actor_local(actor_ids: np.ndarray, slice_idx: np.ndarray, points_world: np.ndarray,
+                 slice_states: Sequence[tuple[ActorState, ...]]) -> np.ndarray:
+    """``(N, 3)`` each point in the frame of the actor it hit, with that actor's pose at the
+    time of the point's slice (NaN for static hits)."""
     out = np.full((len(actor_ids), 3), np.nan)
+    by_id = [{a.actor_id: a for a in states} for states in slice_states]
     for actor_id in np.unique(actor_ids[actor_ids > 0]):
-        sel = actor_ids == actor_id
-        out[sel] = actor_pose(states[int(actor_id)]).inverse().apply(points_world[sel])
+        sel = np.flatnonzero(actor_ids == actor_id)
+        # the actor's pose (x, y, z, yaw) in every slice, then per point
+        poses = [by_id[k][int(actor_id)] for k in range(len(by_id))]
+        pose = np.array([(a.x, a.y, a.z, a.yaw) for a in poses])[slice_idx[sel]]
+        d = points_world[sel] - pose[:, :3]
+        c, s = np.cos(pose[:, 3]), np.sin(pose[:, 3])
+        # R_world_actor = Rz(yaw): local = Rz(yaw)^T d
+        out[sel, 0] = c * d[:, 0] + s * d[:, 1]
+        out[sel, 1] = -s * d[:, 0] + c * d[:, 1]
+        out[sel, 2] = d[:, 2]
     return out
 
 
@@ -579,28 +601,30 @@ def _visibility(instance: np.ndarray | None, agents: Sequence[ActorState], model
     import cv2
 
     out: dict[int, dict[str, int]] = {}
-    ids: np.ndarray | None = None
-    counts: np.ndarray | None = None
-    if instance is not None:
-        ids, counts = np.unique(instance[instance > 0], return_counts=True)
-    visible = {} if ids is None or counts is None else {
-        int(i): int(c) for i, c in zip(ids, counts, strict=True)}
+    visible = np.zeros(0, dtype=np.int64)
+    if instance is not None:  # ids are small actor ids: a histogram, not a sort
+        visible = np.bincount(instance[instance > 0].ravel())
     image = np.array([[0, 0], [camera.width, 0], [camera.width, camera.height],
                       [0, camera.height]], dtype=np.float32)
-    for agent in agents:
-        model = models[agent.actor_id]
-        box = object_truth(agent, model, SE3()).box_world
-        corners_cam = T_cam_world.apply(box.corners())
+    if not agents:
+        return out
+    # every agent's box corners projected at once: (A, 8) rows
+    corners = np.concatenate([object_truth(a, models[a.actor_id], SE3()).box_world.corners()
+                              for a in agents])
+    corners_cam = T_cam_world.apply(corners)
+    uv, valid = camera.project(corners_cam)
+    valid &= corners_cam[:, 2] > 0.1
+    for k, agent in enumerate(agents):
+        rows = slice(8 * k, 8 * k + 8)
         projected = 0
-        if np.all(corners_cam[:, 2] > 0.1):
-            uv, valid = camera.project(corners_cam)
-            if np.all(valid):
-                # area of the projected box's hull inside the image, in pixels
-                hull = cv2.convexHull(np.clip(uv, -1e5, 1e5).astype(np.float32))
-                area, _ = cv2.intersectConvexConvex(hull, image)
-                projected = round(float(area))
-        out[agent.actor_id] = {"visible_pixels": visible.get(agent.actor_id, 0),
-                               "projected_pixels": projected}
+        if np.all(valid[rows]):
+            # area of the projected box's hull inside the image, in pixels
+            hull = cv2.convexHull(np.clip(uv[rows], -1e5, 1e5).astype(np.float32))
+            area, _ = cv2.intersectConvexConvex(hull, image)
+            projected = round(float(area))
+        aid = agent.actor_id
+        out[aid] = {"visible_pixels": int(visible[aid]) if 0 <= aid < visible.size else 0,
+                    "projected_pixels": projected}
     return out
 
 

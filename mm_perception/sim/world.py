@@ -248,17 +248,29 @@ class MujocoWorld:
             ValueError: an actor id that is not in the world, or a non-finite pose.
         """
         self._check_open()
-        for st in states:
+        # one array write per field instead of one per actor: this runs for every sensor
+        # event (32 LiDAR slices per sweep)
+        mocap = np.empty(len(states), dtype=np.int64)
+        pose = np.empty((len(states), 4))  # x, y, z, yaw
+        for i, st in enumerate(states):
             aid = int(st.actor_id)
-            mocap = self._mocap_id.get(aid)
-            if mocap is None:
+            m_id = self._mocap_id.get(aid)
+            if m_id is None:
                 raise ValueError(f"set_states: unknown actor id {aid} (world has "
                                  f"{sorted(self._mocap_id)})")
-            pose = (float(st.x), float(st.y), float(st.z), float(st.yaw))
-            if not all(math.isfinite(v) for v in pose):
-                raise ValueError(f"set_states: actor {aid} has a non-finite pose {pose}")
-            self.data.mocap_pos[mocap] = pose[:3]
-            self.data.mocap_quat[mocap] = _yaw_quat(pose[3])
+            mocap[i] = m_id
+            pose[i] = (st.x, st.y, st.z, st.yaw)
+        bad = ~np.isfinite(pose).all(axis=1)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"set_states: actor {int(states[i].actor_id)} has a non-finite "
+                             f"pose {tuple(pose[i].tolist())}")
+        self.data.mocap_pos[mocap] = pose[:, :3]
+        half = 0.5 * pose[:, 3]  # (w, x, y, z) of a rotation about z, as _yaw_quat
+        quat = np.zeros((len(states), 4))
+        quat[:, 0] = np.cos(half)
+        quat[:, 3] = np.sin(half)
+        self.data.mocap_quat[mocap] = quat
         mujoco.mj_kinematics(self.model, self.data)
 
     def hide(self, actor_ids: Iterable[int]) -> None:
@@ -277,19 +289,24 @@ class MujocoWorld:
 
     # ------------------------------------------------------------------ rays
 
-    def cast_rays(self, origin: npt.ArrayLike, directions: npt.ArrayLike,
-                  max_range: float) -> tuple[I32, F64, F64]:
+    def cast_rays(self, origin: npt.ArrayLike, directions: npt.ArrayLike, max_range: float,
+                  out: tuple[I32, F64, F64] | None = None) -> tuple[I32, F64, F64]:
         """Cast rays from one world point, ignoring the ego's own body.
 
         Args:
             origin: ``(3,)`` world point, m.
             directions: ``(N, 3)`` unit vectors, world frame.
             max_range: geoms farther than this are ignored, m.
+            out: optional C-contiguous arrays of the three results' shapes and dtypes to
+                write into (a caller filling one buffer slice by slice).
 
         Returns:
             ``geom_id (N,) int32`` (-1: no hit), ``dist (N,) float64`` metres along the ray
             (-1: no hit), ``normal (N, 3) float64`` unit surface normal at the hit, world
             frame (zeros where no hit).
+
+        Raises:
+            ValueError: ``directions`` is not ``(N, 3)``, or ``out`` does not fit.
         """
         self._check_open()
         pnt = np.ascontiguousarray(origin, dtype=np.float64).reshape(3)
@@ -297,15 +314,25 @@ class MujocoWorld:
         if vec.ndim != 2 or vec.shape[1] != 3:
             raise ValueError(f"directions must have shape (N, 3), got {vec.shape}")
         n = vec.shape[0]
-        geom_id = np.full(n, -1, dtype=np.int32)
-        dist = np.full(n, -1.0)
-        normal = np.zeros(n * 3)
+        if out is None:
+            geom_id, dist, normal = (np.empty(n, dtype=np.int32), np.empty(n),
+                                     np.empty((n, 3)))
+        else:
+            geom_id, dist, normal = out
+            if (geom_id.shape != (n,) or geom_id.dtype != np.int32
+                    or dist.shape != (n,) or dist.dtype != np.float64
+                    or normal.shape != (n, 3) or normal.dtype != np.float64
+                    or not all(a.flags.c_contiguous for a in out)):
+                raise ValueError(f"cast_rays: out must be C-contiguous int32 ({n},), "
+                                 f"float64 ({n},) and float64 ({n}, 3) arrays")
+        geom_id.fill(-1)
+        normal.fill(0.0)
         if n:
             mujoco.mj_multiRay(self.model, self.data, pnt, vec.reshape(-1), None, 1,
-                               self.ego_body_id, geom_id, dist, normal, n, float(max_range))
-        miss = geom_id < 0
-        dist[miss] = -1.0
-        return geom_id, dist, normal.reshape(n, 3)
+                               self.ego_body_id, geom_id, dist, normal.reshape(-1), n,
+                               float(max_range))
+        dist[geom_id < 0] = -1.0
+        return geom_id, dist, normal
 
     # ------------------------------------------------------------------ lifetime
 
