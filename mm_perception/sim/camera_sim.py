@@ -15,8 +15,16 @@ and then resampled into the rig camera's pixels with look-up maps computed once:
    RGB (``cv2.remap``), nearest neighbour for depth and instance ids (no mixed ids or
    depths at edges).
 
-Two renders per frame: a lit RGB pass and, when depth or instance is wanted, a flat
-segmentation pass (per-geom id colours) whose depth buffer gives the depth.
+Two renders per frame, both of what the CPU rasteriser must fill kept small:
+
+- a lit RGB pass, whose depth buffer gives the depth. The world's sky box (one flat colour,
+  as :class:`~mm_perception.sim.world.MujocoWorld` builds it) is not drawn: the pixels
+  where nothing was drawn (depth buffer still cleared) get its colour, which is exactly
+  what drawing it gives, without filling half the image a second time;
+- when instance ids are wanted, a segmentation pass (per-geom id colours) of the *agents
+  only*: a pixel is an agent's when that agent's surface there is the surface the lit pass
+  kept (same depth-buffer value: the same triangles, rasterised the same way), i.e. when
+  no static geometry hides it.
 
 Outputs (:class:`CameraImages`):
 
@@ -59,7 +67,13 @@ import numpy.typing as npt
 from mm_perception.core.camera import CameraModel
 from mm_perception.core.errors import ConfigError
 from mm_perception.core.geometry import SE3
-from mm_perception.sim.world import GROUP_EGO, STATIC_ID, MujocoWorld, WorldWorker
+from mm_perception.sim.world import (
+    GROUP_AGENT,
+    GROUP_EGO,
+    STATIC_ID,
+    MujocoWorld,
+    WorldWorker,
+)
 
 F64 = npt.NDArray[np.float64]
 def _gl_context(width: int, height: int) -> Any:
@@ -184,6 +198,8 @@ class CameraSim:
         self._plan_render()
 
         model = world.model
+        if model.ngeom >= 0xFFFF:  # _render reads segmentation ids as 16 bits
+            raise ConfigError(f"CameraSim supports worlds of < 65535 geoms, got {model.ngeom}")
         w, h = self.render_camera.width, self.render_camera.height
         # the offscreen framebuffer is sized from the model when a context is made
         model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), w)
@@ -200,14 +216,24 @@ class CameraSim:
         self._scene = mujoco.MjvScene(model, maxgeom=int(model.ngeom) + 100)
         self._option = mujoco.MjvOption()
         self._option.geomgroup[GROUP_EGO] = 0  # the ego never blocks its own cameras
+        self._agents_option = mujoco.MjvOption()  # the segmentation pass draws agents only
+        self._agents_option.geomgroup[:] = 0
+        self._agents_option.geomgroup[GROUP_AGENT] = 1
+        sky_rgb = _flat_sky_rgb(model)
+        if sky_rgb is None:  # the sky is filled in, not drawn (module docstring)
+            raise ConfigError("CameraSim needs a world with one sky box of one colour "
+                              "(as MujocoWorld builds it)")
+        self._sky_rgb = sky_rgb
         self._free_cam = mujoco.MjvCamera()
         mujoco.mjv_defaultFreeCamera(model, self._free_cam)
         flags = self._scene.flags
         flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
         flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = 0  # filled in after the render
         self._rgb_buf = np.empty((h, w, 3), dtype=np.uint8)
         self._seg_buf = np.empty((h, w, 3), dtype=np.uint8)
         self._depth_buf = np.empty((h, w), dtype=np.float32)
+        self._agent_depth_buf = np.empty((h, w), dtype=np.float32)
 
     def _make_context(self, width: int, height: int) -> None:
         """(worker thread) The offscreen GL context and MuJoCo's render context."""
@@ -332,51 +358,66 @@ class CameraSim:
         assert self._ctx is not None and self._gl is not None
         world = self.world
         self._gl.make_current()
+        T_world_cam = T_world_base @ self.T_base_cam
         mujoco.mjv_updateScene(world.model, data, self._option, None, self._free_cam,
                                mujoco.mjtCatBit.mjCAT_ALL.value, self._scene)
-        self._set_camera(T_world_base @ self.T_base_cam)
-
+        self._set_camera(T_world_cam)
         mujoco.mjr_render(self._rect, self._scene, self._ctx)
-        mujoco.mjr_readPixels(self._rgb_buf, None, self._rect, self._ctx)
+        mujoco.mjr_readPixels(self._rgb_buf, self._depth_buf, self._rect, self._ctx)
+        # ZEROFAR depth map: the buffer is cleared to 0 and every drawn surface is > 0
+        sky = self._depth_buf == 0.0
+        self._rgb_buf[sky] = self._sky_rgb
         rgb = cv2.remap(self._rgb_buf, self._maps[0], self._maps[1], cv2.INTER_LINEAR,
                         borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
         if self._any_invalid:
             rgb[~self.valid] = 0
-        if not (self.want_depth or self.want_instance):
-            return CameraImages(np.ascontiguousarray(rgb), None, None)
+        idx = self._nn_index
+        shape = (self.camera.height, self.camera.width)
 
+        depth = None
+        if self.want_depth:
+            depth = self._linear_depth(np.take(self._depth_buf.reshape(-1), idx))
+            depth[np.take(sky.reshape(-1), idx) | self._invalid_flat
+                  | (depth >= self.config.far_m * 0.999)] = np.nan
+            depth = depth.reshape(shape)
+        instance = None
+        if self.want_instance:
+            instance = self._render_instance(data, T_world_cam)
+        return CameraImages(np.ascontiguousarray(rgb), depth, instance)
+
+    def _render_instance(self, data: mujoco.MjData, T_world_cam: SE3) -> npt.NDArray[np.int32]:
+        """(worker thread, after the lit pass) ``(H, W) int32`` actor ids: a segmentation
+        pass of the agents only, kept where its depth is the lit pass's (no static geometry
+        in front)."""
+        mujoco.mjv_updateScene(self.world.model, data, self._agents_option, None,
+                               self._free_cam, mujoco.mjtCatBit.mjCAT_ALL.value, self._scene)
+        self._set_camera(T_world_cam)
         flags = self._scene.flags
         flags[mujoco.mjtRndFlag.mjRND_SEGMENT] = 1
         flags[mujoco.mjtRndFlag.mjRND_IDCOLOR] = 1
         try:
             mujoco.mjr_render(self._rect, self._scene, self._ctx)
-            mujoco.mjr_readPixels(self._seg_buf, self._depth_buf, self._rect, self._ctx)
+            mujoco.mjr_readPixels(self._seg_buf, self._agent_depth_buf, self._rect, self._ctx)
         finally:
             flags[mujoco.mjtRndFlag.mjRND_SEGMENT] = 0
             flags[mujoco.mjtRndFlag.mjRND_IDCOLOR] = 0
 
         idx = self._nn_index
-        seg = np.take(self._seg_buf.reshape(-1, 3), idx, axis=0)  # faster than [idx]
-        segid = (seg[:, 0].astype(np.int32) | (seg[:, 1].astype(np.int32) << 8)
-                 | (seg[:, 2].astype(np.int32) << 16))  # 0 = background
+        # id colour = segid + 1 (0 = background) as r | g << 8 | b << 16; the model has fewer
+        # than 65535 geoms (checked in __init__), so b is 0 and each pixel's (r, g) bytes
+        # read as one little-endian uint16, with a stride of 3 bytes (no copy)
+        seg16 = np.ndarray((self._seg_buf.size // 3,), dtype="<u2", buffer=self._seg_buf,
+                           strides=(3,))
+        segid = np.take(seg16, idx)
         lut = self._segid_lut()
-        segid = np.minimum(segid, lut.shape[0] - 1)
-        actor = lut[segid]
-        background = segid == 0
-        shape = (self.camera.height, self.camera.width)
-
-        instance = None
-        if self.want_instance:
-            inst = np.where(actor == _NO_GEOM, STATIC_ID, actor).astype(np.int32)
-            inst[self._invalid_flat] = STATIC_ID
-            instance = inst.reshape(shape)
-        depth = None
-        if self.want_depth:
-            depth = self._linear_depth(np.take(self._depth_buf.reshape(-1), idx))
-            depth[background | self._invalid_flat | (depth >= self.config.far_m * 0.999)] \
-                = np.nan
-            depth = depth.reshape(shape)
-        return CameraImages(np.ascontiguousarray(rgb), depth, instance)
+        actor = np.take(lut, np.minimum(segid, lut.shape[0] - 1))
+        # the agent's surface is the one the lit pass kept: the same triangles rasterised
+        # the same way give the same depth-buffer value (ZEROFAR: larger = nearer)
+        shown = (np.take(self._agent_depth_buf.reshape(-1), idx)
+                 >= np.take(self._depth_buf.reshape(-1), idx))
+        keep = (segid != 0) & shown & (actor != _NO_GEOM) & ~self._invalid_flat
+        inst = np.where(keep, actor, STATIC_ID).astype(np.int32)
+        return inst.reshape(self.camera.height, self.camera.width)
 
     def _segid_lut(self) -> npt.NDArray[np.int64]:
         """segmentation id (id colour, 0 = background) -> actor id (``_NO_GEOM`` if none)."""
@@ -400,8 +441,11 @@ class CameraSim:
         d_coef = -(np.float32(2) * zfar * znear) / (zfar - znear)
         c_coef = np.float32(-0.5) * c_coef - np.float32(0.5)
         d_coef = np.float32(-0.5) * d_coef
+        # float64 for the division: near the far plane raw + c is a small difference
+        out = raw.astype(np.float64)
+        out += float(c_coef)
         with np.errstate(divide="ignore"):
-            out = float(d_coef) / (raw.astype(np.float64) + float(c_coef))
+            np.divide(float(d_coef), out, out=out)
         return out.astype(np.float32)
 
     # ------------------------------------------------------------------ lifetime
@@ -443,5 +487,20 @@ class CameraSim:
 
 #: LUT value of segmentation ids that are not geoms of the world
 _NO_GEOM = -(1 << 40)
+
+
+def _flat_sky_rgb(model: mujoco.MjModel) -> npt.NDArray[np.uint8] | None:
+    """The one colour of the model's sky box as drawn (its texels; the sky box is drawn
+    unlit), or None when there is no sky box or it is not a single colour."""
+    sky = np.flatnonzero(model.tex_type == int(mujoco.mjtTexture.mjTEXTURE_SKYBOX))
+    if sky.size != 1:
+        return None
+    t = int(sky[0])
+    nch = int(model.tex_nchannel[t])
+    n = int(model.tex_width[t]) * int(model.tex_height[t]) * nch
+    texels = model.tex_data[int(model.tex_adr[t]):int(model.tex_adr[t]) + n].reshape(-1, nch)
+    if nch < 3 or not np.all(texels == texels[0]):
+        return None
+    return np.array(texels[0, :3], dtype=np.uint8)
 
 __all__ = ["CameraImages", "CameraSim", "CameraSimConfig"]

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 
 os.environ.setdefault("MUJOCO_GL", "osmesa")  # offscreen CPU rendering; before mujoco
 
+import cv2
+import mujoco
 import numpy as np
 import pytest
 
@@ -369,6 +371,67 @@ def test_rgb_only_and_determinism(world: MujocoWorld, cameras: dict[str, CameraS
     assert full.rgb.tobytes() == a.rgb.tobytes() == again.rgb.tobytes()
     assert full.depth is not None and again.depth is not None
     assert full.depth.tobytes() == again.depth.tobytes()
+
+
+def _reference_render(sim: CameraSim, T_world_base: SE3) -> tuple[np.ndarray, np.ndarray]:
+    """The frame rendered the plain way, on the camera's own GL thread: the sky box drawn,
+    and a segmentation pass of *every* geom for the ids. Returns the render-resolution
+    ``rgb`` and ``actor id`` images (static, sky: -1)."""
+    flags = mujoco.mjtRndFlag
+
+    def run(data: mujoco.MjData) -> tuple[np.ndarray, np.ndarray]:
+        sim._gl.make_current()
+        mujoco.mjv_updateScene(sim.world.model, data, sim._option, None, sim._free_cam,
+                               mujoco.mjtCatBit.mjCAT_ALL.value, sim._scene)
+        sim._set_camera(T_world_base @ sim.T_base_cam)
+        sim._scene.flags[flags.mjRND_SKYBOX] = 1
+        try:
+            mujoco.mjr_render(sim._rect, sim._scene, sim._ctx)
+            rgb = np.empty_like(sim._rgb_buf)
+            mujoco.mjr_readPixels(rgb, None, sim._rect, sim._ctx)
+        finally:
+            sim._scene.flags[flags.mjRND_SKYBOX] = 0
+        sim._scene.flags[flags.mjRND_SEGMENT] = sim._scene.flags[flags.mjRND_IDCOLOR] = 1
+        try:
+            mujoco.mjr_render(sim._rect, sim._scene, sim._ctx)
+            seg = np.empty_like(sim._seg_buf)
+            mujoco.mjr_readPixels(seg, None, sim._rect, sim._ctx)
+        finally:
+            sim._scene.flags[flags.mjRND_SEGMENT] = sim._scene.flags[flags.mjRND_IDCOLOR] = 0
+        ids = seg[..., 0].astype(np.int64) | (seg[..., 1].astype(np.int64) << 8)
+        lut = np.full(int(sim._scene.ngeom) + 2, -1, dtype=np.int64)
+        for i in range(int(sim._scene.ngeom)):
+            g = sim._scene.geoms[i]
+            if g.segid >= 0 and g.objtype == int(mujoco.mjtObj.mjOBJ_GEOM):
+                lut[g.segid + 1] = max(int(sim.world.geom_actor[g.objid]), -1)
+        return rgb, lut[ids]
+
+    assert sim._worker is not None
+    return sim._worker.submit(run).result()
+
+
+@pytest.mark.parametrize("pitch", [0.0, -0.3])
+def test_frame_equals_a_plain_sky_box_and_full_segmentation_render(
+        world: MujocoWorld, pitch: float) -> None:
+    """The camera fills the sky in instead of drawing it, and renders only agents in its id
+    pass (kept where their depth is the lit pass's); both must give exactly what the plain
+    way gives, with agents partly hidden behind static geometry (the wall at x = 40 m)
+    and behind each other."""
+    _place(world, ActorState(4, 41.5, 2.0, 0.3), ActorState(3, 12.0, 1.0, 0.2),
+           ActorState(6, 18.0, 0.5, -0.4), ActorState(5, 9.0, -1.5, 1.0))
+    with CameraSim(world, PINHOLE, T_BASE_CAM) as sim:
+        pose = SE3.from_rpy(0.0, pitch, 0.0)
+        img = sim.render(pose)
+        rgb_ref, ids_ref = _reference_render(sim, pose)
+        # into rig pixels with the camera's own resampling maps
+        rgb_ref = cv2.remap(rgb_ref, sim._maps[0], sim._maps[1], cv2.INTER_LINEAR)
+        ids_ref = ids_ref.reshape(-1)[sim._nn_index].reshape(PINHOLE.height, PINHOLE.width)
+    assert img.instance is not None
+    np.testing.assert_array_equal(img.rgb, rgb_ref)
+    np.testing.assert_array_equal(img.instance, ids_ref)
+    hidden = (ids_ref == -1)
+    assert (img.instance == 4).sum() > 50 and (img.instance == 3).sum() > 500
+    assert hidden.sum() > 1000
 
 
 def test_too_wide_lens_is_rejected(world: MujocoWorld) -> None:
