@@ -332,7 +332,9 @@ class Simulator:
         The steps are those :meth:`step` gives, but each is handed out only once the next
         one has been advanced: the autopilot needs no camera image, so a camera renders its
         frames on its thread while the main thread works on the next step, instead of being
-        waited for at the end of its own.
+        waited for at the end of its own. The simulator's own time is therefore one step
+        ahead of the step last handed out; a consumer that stops early and goes on with
+        :meth:`step` skips that step (call :meth:`reset` to start over).
         """
         end = round(duration_s * NS)
         held: _Advanced | None = None
