@@ -373,22 +373,29 @@ class CameraSim:
             rgb[~self.valid] = 0
         idx = self._nn_index
         shape = (self.camera.height, self.camera.width)
+        # the lit pass's depth-buffer value of each rig pixel: the depth, and what an
+        # agent's surface must equal to be the one seen
+        raw = np.take(self._depth_buf.reshape(-1), idx) \
+            if self.want_depth or self.want_instance else None
 
         depth = None
         if self.want_depth:
-            depth = self._linear_depth(np.take(self._depth_buf.reshape(-1), idx))
+            assert raw is not None
+            depth = self._linear_depth(raw)
             depth[np.take(sky.reshape(-1), idx) | self._invalid_flat
                   | (depth >= self.config.far_m * 0.999)] = np.nan
             depth = depth.reshape(shape)
         instance = None
         if self.want_instance:
-            instance = self._render_instance(data, T_world_cam)
+            assert raw is not None
+            instance = self._render_instance(data, T_world_cam, raw)
         return CameraImages(np.ascontiguousarray(rgb), depth, instance)
 
-    def _render_instance(self, data: mujoco.MjData, T_world_cam: SE3) -> npt.NDArray[np.int32]:
+    def _render_instance(self, data: mujoco.MjData, T_world_cam: SE3,
+                         lit_raw: npt.NDArray[np.float32]) -> npt.NDArray[np.int32]:
         """(worker thread, after the lit pass) ``(H, W) int32`` actor ids: a segmentation
-        pass of the agents only, kept where its depth is the lit pass's (no static geometry
-        in front)."""
+        pass of the agents only, kept where its depth is the lit pass's ``lit_raw`` (the
+        depth-buffer value of each rig pixel, ``(H * W,)``): no static geometry in front."""
         mujoco.mjv_updateScene(self.world.model, data, self._agents_option, None,
                                self._free_cam, mujoco.mjtCatBit.mjCAT_ALL.value, self._scene)
         self._set_camera(T_world_cam)
@@ -413,8 +420,7 @@ class CameraSim:
         actor = np.take(lut, np.minimum(segid, lut.shape[0] - 1))
         # the agent's surface is the one the lit pass kept: the same triangles rasterised
         # the same way give the same depth-buffer value (ZEROFAR: larger = nearer)
-        shown = (np.take(self._agent_depth_buf.reshape(-1), idx)
-                 >= np.take(self._depth_buf.reshape(-1), idx))
+        shown = np.take(self._agent_depth_buf.reshape(-1), idx) >= lit_raw
         keep = (segid != 0) & shown & (actor != _NO_GEOM) & ~self._invalid_flat
         inst = np.where(keep, actor, STATIC_ID).astype(np.int32)
         return inst.reshape(self.camera.height, self.camera.width)

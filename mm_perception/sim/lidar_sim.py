@@ -224,14 +224,10 @@ class LidarSweep:
         self._dist = np.empty(n_max)
         self._normal = np.empty((n_max, 3))
         self._dirs_world = np.empty((n_max, 3))
-        self._cols: list[npt.NDArray[np.int64]] = []
-        self._rows: list[int] = []  # beams cast so far, after each slice
-        self.origins: list[F64] = []  # slice k's LiDAR position in the world
-        self.rotations: list[F64] = []  # slice k's R_world_lidar
-
-    @property
-    def n_slices(self) -> int:
-        return len(self._rows)
+        self._n = 0  # beams cast so far
+        self._cols: list[npt.NDArray[np.int64]] = []  # per slice: its columns
+        self._sizes: list[int] = []  # per slice: its beams
+        self._origins: list[F64] = []  # per slice: the LiDAR position in the world, m
 
     def cast(self, T_world_lidar: SE3, columns: npt.ArrayLike) -> None:
         """Cast the beams of ``columns`` from ``T_world_lidar`` (the pose at the slice's
@@ -245,7 +241,7 @@ class LidarSweep:
         if cols.size and (cols.min() < 0 or cols.max() >= model.columns):
             raise ValueError(f"columns must be in [0, {model.columns}), got "
                              f"[{cols.min()}, {cols.max()}]")
-        a = self._rows[-1] if self._rows else 0
+        a = self._n
         b = a + cols.size * model.channels
         if b > self._geom.size:
             raise ValueError(f"a sweep has {self._geom.size} beams; {b} were cast")
@@ -255,10 +251,10 @@ class LidarSweep:
         cutoff = model.max_range_m + 5.0 * model.range_noise_m
         self.lidar.world.cast_rays(T_world_lidar.translation, dirs_world, cutoff,
                                    out=(self._geom[a:b], self._dist[a:b], self._normal[a:b]))
+        self._n = b
         self._cols.append(cols)
-        self._rows.append(b)
-        self.origins.append(np.array(T_world_lidar.translation, dtype=np.float64))
-        self.rotations.append(np.array(rot, dtype=np.float64))
+        self._sizes.append(b - a)
+        self._origins.append(np.array(T_world_lidar.translation, dtype=np.float64))
 
     def finish(self, rng: np.random.Generator) -> LidarReturns:
         """The measured returns of every slice cast, in slice order (then column, then
@@ -266,15 +262,17 @@ class LidarSweep:
 
         ``rng`` gives one normal and one uniform draw per beam, always.
         """
-        ret, _ = self.finish_with_slices(rng)
+        ret, _, _ = self.finish_with_slices(rng)
         return ret
 
-    def finish_with_slices(self, rng: np.random.Generator) -> tuple[LidarReturns, I32]:
-        """:meth:`finish`, and the ``(M,) int32`` slice index of each return."""
+    def finish_with_slices(self, rng: np.random.Generator
+                           ) -> tuple[LidarReturns, I32, F64]:
+        """:meth:`finish`, the ``(M,) int32`` slice index of each return and ``(M, 3)
+        float64`` each return's world position at its slice's time, m."""
         lidar = self.lidar
         model, cfg = lidar.model, lidar.config
         nch = model.channels
-        n = self._rows[-1] if self._rows else 0
+        n = self._n
         noise = rng.normal(0.0, model.range_noise_m, n) if model.range_noise_m > 0 \
             else np.zeros(n)
         lost = rng.random(n) < model.dropout
@@ -283,9 +281,8 @@ class LidarSweep:
         keep = (geom >= 0) & ~lost & (rng_m >= model.min_range_m) & (rng_m <= model.max_range_m)
 
         cols = np.concatenate(self._cols) if self._cols else np.zeros(0, np.int64)
-        sizes = np.array([b - a for a, b in zip([0, *self._rows[:-1]], self._rows,
-                                                strict=True)], dtype=np.int64)
-        slice_idx = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)[keep]
+        slice_idx = np.repeat(np.arange(len(self._sizes), dtype=np.int32),
+                              self._sizes)[keep]
         geom_k = geom[keep]
         r = rng_m[keep]
         dirs_world = self._dirs_world[:n][keep]
@@ -306,7 +303,9 @@ class LidarSweep:
             actor_id=lidar.world.geom_actor[geom_k].astype(np.int32),
             geom_id=geom_k.astype(np.int32),
         )
-        return returns, slice_idx
+        origins = np.asarray(self._origins).reshape(-1, 3)
+        points_world = origins[slice_idx] + dirs_world * r[:, None]
+        return returns, slice_idx, points_world
 
 
 __all__ = ["LidarReturns", "LidarSim", "LidarSimConfig", "LidarSweep"]

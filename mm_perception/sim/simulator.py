@@ -488,7 +488,8 @@ class Simulator:
         if j != slices - 1:
             return
         del self._sweeps[spec.name]
-        returns, slice_idx = sweep.raw.finish_with_slices(self._rng(spec.name, k // slices))
+        returns, slice_idx, points_world = sweep.raw.finish_with_slices(
+            self._rng(spec.name, k // slices))
         points = np.zeros(len(returns), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
                                                ("intensity", "<f4"), ("ring", "<u2")])
         xyz = returns.xyz
@@ -500,9 +501,7 @@ class Simulator:
         cloud = PointCloud(spec.name, stamp, spec.frame_id, points, time_offsets_ns=offsets)
         publish = self.config.start_stamp_ns + t_ns + self.config.publish_latency_ns
         actor_ids = returns.actor_id
-        local = _actor_local(actor_ids, slice_idx, _slice_points_world(sweep.raw, xyz,
-                                                                       slice_idx),
-                             sweep.slice_states)
+        local = _actor_local(actor_ids, slice_idx, points_world, sweep.slice_states)
         outputs.append(SensorOutput(spec.name, spec.kind, stamp, publish, cloud,
                                     labels={"actor_id": actor_ids, "actor_xyz": local}))
         ids, counts = np.unique(actor_ids[actor_ids > 0], return_counts=True)
@@ -566,15 +565,6 @@ class Simulator:
             if boxes_overlap(ego_fp, footprint(a, model)):
                 hit.add(a.actor_id)
         return hit, off_road(ego, self.scenario.ego.model, self.scenario.layout)
-
-
-def _slice_points_world(raw: LidarSweep, xyz: np.ndarray, slice_idx: np.ndarray) -> np.ndarray:
-    """``(N, 3)`` float64 world position of each return, from the LiDAR pose of its slice."""
-    if not raw.n_slices:
-        return np.zeros((0, 3))
-    rot = np.asarray(raw.rotations)[slice_idx]  # (N, 3, 3) R_world_lidar
-    origin = np.asarray(raw.origins)[slice_idx]
-    return np.einsum("nij,nj->ni", rot, xyz.astype(np.float64)) + origin
 
 
 def _actor_local(actor_ids: np.ndarray, slice_idx: np.ndarray, points_world: np.ndarray,
