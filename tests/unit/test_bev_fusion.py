@@ -38,7 +38,7 @@ from mm_perception.core.types import (
     SensorSet,
 )
 from mm_perception.fusion.feature_level.config import CLASSES, MODALITIES, BevGrid, BevModelConfig
-from mm_perception.fusion.feature_level.dataset import Shard, save_shard, shard_name
+from mm_perception.fusion.feature_level.dataset import Shard, load_shard, save_shard, shard_name
 from mm_perception.fusion.feature_level.detector import (
     DEFAULT_WEIGHTS_DIR,
     ONNX_FILE,
@@ -66,6 +66,7 @@ from mm_perception.fusion.feature_level.processor import (
     frame_inputs,
 )
 from mm_perception.fusion.feature_level.train import (
+    ImageFeatureCache,
     add_arguments,
     bev_loss,
     collate,
@@ -696,8 +697,9 @@ def test_bev_loss_backward(camera_net: Any) -> None:
     assert all(p.grad is None for p in cam.backbone.parameters())  # frozen
 
 
-def tiny_shard(seed: int, frames: int = 4) -> Shard:
-    """A hand-made shard: random points, one image per frame, two boxes a frame."""
+def tiny_shard(seed: int, frames: int = 4, cameras: int = 1) -> Shard:
+    """A hand-made shard: random points, ``cameras`` images per frame (the same camera model
+    and mounting), two boxes a frame."""
     rng = np.random.default_rng(seed)
     lidar = [np.column_stack([rng.uniform(-10, 10, (300, 2)), rng.uniform(-0.5, 2.5, 300),
                               rng.uniform(0, 100, 300)]).astype(np.float32)
@@ -718,11 +720,72 @@ def tiny_shard(seed: int, frames: int = 4) -> Shard:
     return Shard(stamps_ns=np.arange(frames, dtype=np.int64) * 100 * MS,
                  lidar=np.concatenate(lidar), lidar_offsets=offsets(lidar),
                  radar=np.concatenate(radar), radar_offsets=offsets(radar),
-                 images=rng.integers(0, 256, (frames, 48, 64, 3), dtype=np.uint8),
-                 T_cam_base=np.stack([T_CAM_BASE] * frames),
+                 images=rng.integers(0, 256, (frames, cameras, 48, 64, 3), dtype=np.uint8),
+                 T_cam_base=np.tile(T_CAM_BASE, (frames, cameras, 1, 1)),
                  boxes=np.concatenate(boxes), labels=np.tile(np.array([0, 3], np.int8), frames),
                  evidence=np.tile(np.array([[20, 2, 100], [5, 0, 50]], np.int32), (frames, 1)),
-                 box_offsets=offsets(boxes), camera=camera, camera_name="cam_front")
+                 box_offsets=offsets(boxes), cameras=(camera,) * cameras,
+                 camera_names=tuple(f"cam_{k}" for k in range(cameras)))
+
+
+def test_shard_with_several_cameras_round_trips_in_camera_order(tmp_path: Path) -> None:
+    shard = tiny_shard(3, frames=2, cameras=3)
+    save_shard(tmp_path / "s.npz", shard)
+    back = load_shard(tmp_path / "s.npz")
+    assert back.camera_names == ("cam_0", "cam_1", "cam_2") and back.num_cameras == 3
+    np.testing.assert_array_equal(back.images, shard.images)
+    raw = back.frame(1)
+    assert len(raw.images) == len(raw.cameras) == len(raw.T_cam_base) == 3
+    for k in range(3):  # the frame's k-th image is camera k's, not a copy of the first
+        np.testing.assert_array_equal(raw.images[k], shard.images[1, k])
+
+
+def test_single_camera_shard_format_still_loads(tmp_path: Path) -> None:
+    new = tiny_shard(4, frames=2)
+    arrays = {k: getattr(new, k) for k in ("stamps_ns", "lidar", "lidar_offsets", "radar",
+                                           "radar_offsets", "boxes", "labels", "evidence",
+                                           "box_offsets")}
+    # the format before cameras were a list: no camera axis, one camera and its name
+    np.savez_compressed(tmp_path / "old.npz", **arrays, images=new.images[:, 0],
+                        T_cam_base=new.T_cam_base[:, 0],
+                        camera=np.asarray(json.dumps(new.cameras[0])),
+                        camera_name=np.asarray("cam_front"))
+    old = load_shard(tmp_path / "old.npz")
+    assert old.camera_names == ("cam_front",) and old.images.shape == new.images.shape
+    np.testing.assert_array_equal(old.frame(1).images[0], new.images[1, 0])
+
+
+def test_shard_refuses_images_that_do_not_match_its_cameras() -> None:
+    shard = tiny_shard(5, frames=2, cameras=2)
+    with pytest.raises(ValueError, match="cameras"):
+        replace(shard, camera_names=("cam_0",), cameras=shard.cameras[:1])
+    with pytest.raises(ValueError, match="T_cam_base"):
+        replace(shard, T_cam_base=shard.T_cam_base[:, :1])
+
+
+def test_training_caches_the_features_of_every_camera(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    save_shard(data / shard_name("urban", 100), tiny_shard(100, frames=2, cameras=2))
+    save_shard(data / shard_name("urban", 500), tiny_shard(500, frames=1, cameras=2))
+    (tmp_path / "cfg.json").write_text(json.dumps(CLR.to_dict()))
+    seen: list[tuple[list[tuple[int, int, int]], int]] = []
+    real_get = ImageFeatureCache.get
+
+    def get(self: ImageFeatureCache, net: Any, keys: Any, images: torch.Tensor) -> Any:
+        feats = real_get(self, net, keys, images)
+        seen.append((list(keys), int(images.shape[0])))
+        # each image gets its own features, not another camera's of the same frame
+        torch.testing.assert_close(feats, net.camera.image_features(images).float(),
+                                   rtol=0.02, atol=0.02)
+        return feats
+
+    monkeypatch.setattr(ImageFeatureCache, "get", get)
+    train(train_args(data, tmp_path / "out", tmp_path / "cfg.json", "--modalities",
+                     "camera,lidar,radar", "--keep-all", "1.0"))
+    assert seen and all(len(k) == n and len(set(k)) == n for k, n in seen)
+    assert {k[2] for keys, _ in seen for k in keys} == {0, 1}
 
 
 def train_args(data: Path, out: Path, config: Path, *extra: str) -> argparse.Namespace:

@@ -128,7 +128,7 @@ def test_robot_rig_loads() -> None:
     assert rig["lidar"].point_time == PointTimeSpec("timestamp", "s", "absolute")
 
 
-@pytest.mark.parametrize("name", ["car.yaml", "robot.yaml"])
+@pytest.mark.parametrize("name", ["car.yaml", "car_surround.yaml", "robot.yaml"])
 def test_round_trip_to_dict_from_dict_and_yaml(name: str) -> None:
     rig = Rig.from_yaml(RIGS / name)
     data = rig.to_dict()
@@ -144,6 +144,26 @@ def test_round_trip_to_dict_from_dict_and_yaml(name: str) -> None:
     # plain types only: survives YAML
     via_yaml = Rig.from_dict(yaml.safe_load(yaml.safe_dump(data, sort_keys=False)))
     assert_same(via_yaml.to_dict(), data)
+
+
+def test_surround_rig_sees_every_bearing_and_is_car_yaml_otherwise() -> None:
+    car = Rig.from_yaml(RIGS / "car.yaml")
+    sur = Rig.from_yaml(RIGS / "car_surround.yaml")
+    cams = sur.of_kind(SensorKind.CAMERA)
+    assert len(cams) == 6
+    covered = np.zeros(360, bool)
+    for cam in cams:
+        assert cam.intrinsics is not None and cam.extrinsics is not None
+        half = math.degrees(math.atan2(cam.intrinsics.width / 2, cam.intrinsics.fx))
+        axis = cam.extrinsics.rotate([0.0, 0.0, 1.0])  # optical axis in base_link
+        assert abs(axis[2]) < 1e-9  # level
+        yaw = math.degrees(math.atan2(axis[1], axis[0]))
+        bearings = np.arange(360)
+        covered |= np.abs((bearings - yaw + 180.0) % 360.0 - 180.0) <= half
+    assert covered.all()
+    # LiDAR, radar and odometry are car.yaml's
+    others = {n: s for n, s in car.to_dict()["sensors"].items() if s["type"] != "camera"}
+    assert {n: s for n, s in sur.to_dict()["sensors"].items() if s["type"] != "camera"} == others
 
 
 def test_queries() -> None:

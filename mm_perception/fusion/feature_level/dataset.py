@@ -5,8 +5,10 @@ the simulator's messages go through :class:`~mm_perception.core.assembly.SetAsse
 synchroniser and LiDAR de-skew of the live and offline pipelines), and
 :func:`~mm_perception.fusion.feature_level.processor.frame_inputs` turns each synchronised
 :class:`SensorSet` into the model's raw inputs (LiDAR points and radar returns in
-``base_link`` at the set stamp, the camera image and its projection). Only complete sets
-(every sensor of the rig present) are kept; modality dropout is applied in training.
+``base_link`` at the set stamp, every camera's image and its projection). Only complete sets
+(every sensor of the rig present) are kept; modality dropout is applied in training. A rig may
+have any number of cameras (``config/rigs/car_surround.yaml``: six, all around); every frame
+of a shard has all of them, in the rig's order.
 
 To keep data generation affordable the rig's camera runs at ``camera_rate_hz`` (2.5 Hz: one
 camera frame for every fourth 10 Hz LiDAR sweep, rendering is the expensive part) while the
@@ -26,14 +28,17 @@ so an interrupted run resumes. Shard arrays (F frames, ragged arrays concatenate
 - ``radar`` ``(sum M, 5)`` float32 x, y, z (m, ``base_link`` at the set stamp), radial
   velocity over ground (m/s, ego motion removed, positive = moving away from the radar),
   RCS (dBsm);
-- ``images`` ``(F, H_in, W_in, 3)`` uint8 RGB resized to the camera network's input;
-- ``T_cam_base`` ``(F, 4, 4)`` float64: ``base_link`` at the set stamp -> the camera's
+- ``images`` ``(F, K, H_in, W_in, 3)`` uint8 RGB of the K cameras, resized to the camera
+  network's input;
+- ``T_cam_base`` ``(F, K, 4, 4)`` float64: ``base_link`` at the set stamp -> each camera's
   optical frame at its exposure (ego motion between the two included);
 - ``boxes`` ``(sum G, 9)`` float32 x, y, z, length, width, height, yaw, vx, vy (``base_link``
   at the set stamp; velocity over ground in ``base_link`` axes, m/s);
 - ``labels`` ``(sum G,)`` int8 class index in :data:`~.config.CLASSES`;
 - ``evidence`` ``(sum G, 3)`` int32 LiDAR hits, radar hits, visible camera pixels;
-- ``camera`` the camera model as JSON (``CameraModel`` fields) and ``camera_name``.
+- ``cameras`` the K camera models as JSON (a list of ``CameraModel`` fields) and
+  ``camera_names``. Shards written before cameras were a list (``images`` ``(F, H, W, 3)``,
+  one ``camera`` and ``camera_name``) load as K = 1.
 
 Splits: training seeds 100-399, validation 500-599, seeds >= 900 held out for the final
 evaluation and refused here (the camera detector's split).
@@ -67,6 +72,8 @@ LOG = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
 #: points further than this from base_link (either axis) are not stored, m
 STORE_RANGE_M = 60.0
+#: Shard fields stored as JSON strings
+_JSON_FIELDS = ("cameras", "camera_names")
 
 
 @dataclass
@@ -84,11 +91,24 @@ class Shard:
     labels: npt.NDArray[np.int8]
     evidence: npt.NDArray[np.int32]
     box_offsets: npt.NDArray[np.int64]
-    camera: dict[str, Any]
-    camera_name: str
+    cameras: tuple[dict[str, Any], ...]
+    camera_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        f, k = len(self.stamps_ns), len(self.cameras)
+        if (k < 1 or len(self.camera_names) != k or self.images.ndim != 5
+                or self.images.shape[:2] != (f, k) or self.T_cam_base.shape != (f, k, 4, 4)):
+            raise ValueError(f"Shard: images {self.images.shape} and T_cam_base "
+                             f"{self.T_cam_base.shape} must be (frames={f}, cameras={k}, ...) "
+                             f"for cameras {list(self.camera_names)}")
 
     def __len__(self) -> int:
         return int(self.stamps_ns.shape[0])
+
+    @property
+    def num_cameras(self) -> int:
+        """K, the cameras of every frame."""
+        return len(self.cameras)
 
     def frame(self, i: int) -> RawFrame:
         """Frame ``i`` as the processor's raw input (all sensors present)."""
@@ -97,8 +117,9 @@ class Shard:
         lo, hi = self.lidar_offsets[i], self.lidar_offsets[i + 1]
         rlo, rhi = self.radar_offsets[i], self.radar_offsets[i + 1]
         return RawFrame(lidar=self.lidar[lo:hi], radar=self.radar[rlo:rhi],
-                        images=(self.images[i],), cameras=(CameraModel(**self.camera),),
-                        T_cam_base=(self.T_cam_base[i],), has_lidar=True, has_radar=True)
+                        images=tuple(self.images[i]),
+                        cameras=tuple(CameraModel(**c) for c in self.cameras),
+                        T_cam_base=tuple(self.T_cam_base[i]), has_lidar=True, has_radar=True)
 
     def truth(self, i: int) -> tuple[F32, npt.NDArray[np.int8], npt.NDArray[np.int32]]:
         """``(boxes (G, 9), labels (G,), evidence (G, 3))`` of frame ``i``."""
@@ -152,14 +173,15 @@ def simulate_shard(scene: str, seed: int, rig: Rig, duration_s: float = 12.0,
 
     check_seeds([seed])
     scenario = load_scenario(scene, seed, platform="vehicle" if scene == "random" else None)
-    cameras = [s.name for s in rig.of_kind(SensorKind.CAMERA)]
-    if len(cameras) != 1:
-        raise ConfigError(f"the BEV dataset needs a rig with one camera, {rig.source} has "
-                          f"{cameras}")
-    cam_name = cameras[0]
-    cam_spec = rig[cam_name]
-    if cam_spec.intrinsics is None:
-        raise ConfigError(f"{rig.source}: camera {cam_name!r} needs intrinsics")
+    cam_names = tuple(s.name for s in rig.of_kind(SensorKind.CAMERA))
+    if not cam_names:
+        raise ConfigError(f"the BEV dataset needs a rig with a camera, {rig.source} has none")
+    intrinsics = []
+    for name in cam_names:
+        cam = rig[name].intrinsics
+        if cam is None:
+            raise ConfigError(f"{rig.source}: camera {name!r} needs intrinsics")
+        intrinsics.append(cam)
     resize = CameraProcessor(CameraDetectorConfig()).resize
     outputs: list[Any] = []
     gt_frames: list[Any] = []
@@ -188,6 +210,12 @@ def simulate_shard(scene: str, seed: int, rig: Rig, duration_s: float = 12.0,
                 LOG.warning("%s seed %d: frame at %d skipped: %s", scene, seed,
                             sset.stamp_ns, "; ".join(raw.notes))
                 continue
+            # no camera was left out (no notes), so raw's cameras are the set's, in its
+            # order: put them in the rig's
+            order = [list(sset.cameras).index(n) for n in cam_names]
+            raw = dataclasses.replace(raw, images=tuple(raw.images[k] for k in order),
+                                      cameras=tuple(raw.cameras[k] for k in order),
+                                      T_cam_base=tuple(raw.T_cam_base[k] for k in order))
             frames.append((sset, raw, truth))
 
     for out in outputs:
@@ -200,39 +228,44 @@ def simulate_shard(scene: str, seed: int, rig: Rig, duration_s: float = 12.0,
                                 & (np.abs(r.lidar[:, 1]) < STORE_RANGE_M)], np.float32)
              for _, r, _ in frames]
     radar = [np.asarray(r.radar, np.float32) for _, r, _ in frames]
-    cam = cam_spec.intrinsics
-    camera = {f.name: getattr(cam, f.name) for f in dataclasses.fields(cam)}
-    camera = {k: (list(v) if isinstance(v, tuple | np.ndarray) else v)
-              for k, v in camera.items()}
+    cameras = tuple({f.name: (list(v) if isinstance(v := getattr(cam, f.name),
+                                                     tuple | np.ndarray) else v)
+                     for f in dataclasses.fields(cam)} for cam in intrinsics)
     return Shard(
         stamps_ns=np.asarray([s.stamp_ns for s, _, _ in frames], np.int64),
         lidar=np.concatenate(lidar), lidar_offsets=_offsets(lidar),
         radar=np.concatenate(radar).reshape(-1, 5), radar_offsets=_offsets(radar),
-        images=np.stack([resize(r.images[0]) for _, r, _ in frames]),
-        T_cam_base=np.stack([r.T_cam_base[0] for _, r, _ in frames]),
+        images=np.stack([np.stack([resize(im) for im in r.images]) for _, r, _ in frames]),
+        T_cam_base=np.stack([np.stack(r.T_cam_base) for _, r, _ in frames]),
         boxes=np.concatenate(boxes), labels=np.concatenate(labels),
         evidence=np.concatenate(evidence), box_offsets=_offsets(boxes),
-        camera=camera, camera_name=cam_name)
+        cameras=cameras, camera_names=cam_names)
 
 
 def save_shard(path: Path, shard: Shard) -> None:
     """Write a shard as compressed ``.npz`` (atomically: a temp file then a rename)."""
     tmp = path.with_suffix(".tmp.npz")
     arrays = {f.name: getattr(shard, f.name) for f in dataclasses.fields(shard)
-              if f.name not in ("camera", "camera_name")}
-    np.savez_compressed(tmp, **arrays, camera=np.asarray(json.dumps(shard.camera)),
-                        camera_name=np.asarray(shard.camera_name))
+              if f.name not in _JSON_FIELDS}
+    np.savez_compressed(tmp, **arrays, cameras=np.asarray(json.dumps(list(shard.cameras))),
+                        camera_names=np.asarray(json.dumps(list(shard.camera_names))))
     tmp.replace(path)
 
 
 def load_shard(path: str | Path) -> Shard:
-    """Read a shard written by :func:`save_shard`."""
+    """Read a shard written by :func:`save_shard` (also one of the single-camera format)."""
     with np.load(path) as z:
-        names = [f.name for f in dataclasses.fields(Shard)
-                 if f.name not in ("camera", "camera_name")]
+        names = [f.name for f in dataclasses.fields(Shard) if f.name not in _JSON_FIELDS]
         kw: dict[str, Any] = {n: z[n] for n in names}
-        return Shard(**kw, camera=json.loads(str(z["camera"])),
-                     camera_name=str(z["camera_name"]))
+        if "cameras" in z:
+            cameras = tuple(json.loads(str(z["cameras"])))
+            camera_names = tuple(json.loads(str(z["camera_names"])))
+        else:  # the single-camera format: a camera axis of length 1
+            cameras = (json.loads(str(z["camera"])),)
+            camera_names = (str(z["camera_name"]),)
+            kw["images"] = kw["images"][:, None]
+            kw["T_cam_base"] = kw["T_cam_base"][:, None]
+        return Shard(**kw, cameras=cameras, camera_names=camera_names)
 
 
 def make_dataset(out_dir: str | Path, scenes: Sequence[str] = SCENES,
@@ -245,7 +278,7 @@ def make_dataset(out_dir: str | Path, scenes: Sequence[str] = SCENES,
         out_dir: dataset folder (created), e.g. ``/tmp/bevdata``; keep it outside the repo.
         scenes: library scenario names (``random`` restricted to vehicle scenes).
         seeds: scenario seeds (training 100-399, validation 500-599; >= 900 refused).
-        rig: the rig YAML (one camera, LiDAR, radar, odometry).
+        rig: the rig YAML (one or more cameras, a LiDAR, a radar, odometry).
         duration_s: simulated seconds per scenario.
         camera_rate_hz: camera rate of the simulation (one kept frame per camera frame).
         progress: show a tqdm progress bar.

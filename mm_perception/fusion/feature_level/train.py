@@ -64,7 +64,12 @@ from mm_perception.core.errors import ConfigError
 from mm_perception.detection.camera.dataset import SCENES
 from mm_perception.detection.camera.processor import draw_gaussian, gaussian_radius
 from mm_perception.detection.camera.train import _seed_range
-from mm_perception.fusion.feature_level.config import FUSERS, MODALITIES, BevModelConfig
+from mm_perception.fusion.feature_level.config import (
+    DEFAULT_RIG,
+    FUSERS,
+    MODALITIES,
+    BevModelConfig,
+)
 from mm_perception.fusion.feature_level.dataset import Shard, find_shards, load_shard
 from mm_perception.fusion.feature_level.processor import BevProcessor, ProcessorState, RawFrame
 
@@ -94,6 +99,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fuser", choices=FUSERS, help="fuser (overrides the config)")
     parser.add_argument("--make-data", action="store_true",
                         help="simulate the missing shards first")
+    parser.add_argument("--rig", default=str(DEFAULT_RIG),
+                        help="rig YAML --make-data simulates (config/rigs/car_surround.yaml: "
+                             "six cameras); the shards of one folder must share a rig")
     parser.add_argument("--scenes", default=",".join(SCENES))
     parser.add_argument("--train-seeds", type=_seed_range, default=list(range(100, 114)))
     parser.add_argument("--val-seeds", type=_seed_range, default=list(range(500, 502)))
@@ -246,16 +254,18 @@ def bev_loss(net: BevFusionNet, batch: dict[str, Any]) -> dict[str, torch.Tensor
 
 
 class ImageFeatureCache:
-    """The frozen camera network's features of each training frame, computed once (bf16 in
-    memory, ~0.5 MB a frame): the network never changes and images are not augmented, so
-    this is exact up to bf16 rounding of the stored features."""
+    """The frozen camera network's features of each training image, computed once (bf16 in
+    memory, ~0.5 MB an image): the network never changes and images are not augmented, so
+    this is exact up to bf16 rounding of the stored features. Keys are
+    ``(shard, frame, camera)`` indices."""
 
     def __init__(self) -> None:
-        self._store: dict[tuple[int, int], torch.Tensor] = {}
+        self._store: dict[tuple[int, int, int], torch.Tensor] = {}
 
-    def get(self, net: BevFusionNet, keys: Sequence[tuple[int, int]],
+    def get(self, net: BevFusionNet, keys: Sequence[tuple[int, int, int]],
             images: torch.Tensor) -> torch.Tensor:
-        """Features ``(K, C, h, w)`` float32 of ``images`` ``(K, 3, H, W)`` (frame keys)."""
+        """Features ``(K, C, h, w)`` float32 of ``images`` ``(K, 3, H, W)`` (one key per
+        image)."""
         import torch
 
         todo = [n for n, k in enumerate(keys) if k not in self._store]
@@ -419,7 +429,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     progress = not args.no_progress
     if args.make_data:
         for seeds in (args.val_seeds, args.train_seeds):
-            make_dataset(args.data, scenes, seeds, progress=progress)
+            make_dataset(args.data, scenes, seeds, rig=args.rig, progress=progress)
     train_set = load_split(args.data, args.train_seeds, scenes)
     val_set = load_split(args.data, args.val_seeds, scenes)
     t_data = time.time()
@@ -480,15 +490,15 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 stopped_early = True
                 break
             frames = []
-            cam_keys = []
+            cam_keys: list[tuple[int, int, int]] = []
             for k in perm[step * args.batch_size:(step + 1) * args.batch_size].tolist():
                 s, i = index[k]
                 raw = train_set[s].frame(i).without(
                     *dropout_subset(cfg.modalities, rng, args.keep_all))
                 boxes, labels, evidence = train_set[s].truth(i)
                 frames.append((raw, make_targets(boxes, labels, evidence, cfg)))
-                if raw.images and "camera" in cfg.modalities:
-                    cam_keys.append((s, i))
+                if "camera" in cfg.modalities:
+                    cam_keys.extend((s, i, k) for k in range(len(raw.images)))
             batch = collate(frames, processor)
             if cam_keys:
                 batch["image_features"] = image_cache.get(net, cam_keys, batch["images"])
