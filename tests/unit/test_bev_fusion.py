@@ -786,6 +786,8 @@ def test_training_caches_the_features_of_every_camera(tmp_path: Path,
                      "camera,lidar,radar", "--keep-all", "1.0"))
     assert seen and all(len(k) == n and len(set(k)) == n for k, n in seen)
     assert {k[2] for keys, _ in seen for k in keys} == {0, 1}
+    log = json.loads((tmp_path / "out" / "train_log.json").read_text())
+    assert log["train_cameras"] == ["cam_0", "cam_1"]
 
 
 def train_args(data: Path, out: Path, config: Path, *extra: str) -> argparse.Namespace:
