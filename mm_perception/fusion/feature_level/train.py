@@ -25,8 +25,9 @@ the missing ones first, with ``--rig``'s sensors, by default ``config/rigs/car.y
 front camera; training seeds 100-113, validation seeds 500-501 of the five vehicle scenarios
 by default). ``--rig config/rigs/car_surround.yaml`` gives six cameras a frame: simulating
 takes about 12 minutes instead of 7, and the fused step about 35 minutes instead of 13
-(the lift runs once per camera); ``train_log.json`` names the cameras in ``train_cameras``. Normalisation state: LiDAR intensity and radar RCS statistics of the
-training frames, image normalisation of the (frozen) camera detector.
+(the lift runs once per camera); ``train_log.json`` names the cameras in ``train_cameras``.
+Normalisation state: LiDAR intensity and radar RCS statistics of the training frames, image
+normalisation of the (frozen) camera detector.
 
 Targets (CenterPoint): per class a heatmap with a gaussian peak at each object's centre cell
 (radius from the box footprint in cells, CenterNet's formula, at least 1 cell); at the centre
