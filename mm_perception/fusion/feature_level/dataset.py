@@ -228,9 +228,6 @@ def simulate_shard(scene: str, seed: int, rig: Rig, duration_s: float = 12.0,
                                 & (np.abs(r.lidar[:, 1]) < STORE_RANGE_M)], np.float32)
              for _, r, _ in frames]
     radar = [np.asarray(r.radar, np.float32) for _, r, _ in frames]
-    cameras = tuple({f.name: (list(v) if isinstance(v := getattr(cam, f.name),
-                                                     tuple | np.ndarray) else v)
-                     for f in dataclasses.fields(cam)} for cam in intrinsics)
     return Shard(
         stamps_ns=np.asarray([s.stamp_ns for s, _, _ in frames], np.int64),
         lidar=np.concatenate(lidar), lidar_offsets=_offsets(lidar),
@@ -239,7 +236,13 @@ def simulate_shard(scene: str, seed: int, rig: Rig, duration_s: float = 12.0,
         T_cam_base=np.stack([np.stack(r.T_cam_base) for _, r, _ in frames]),
         boxes=np.concatenate(boxes), labels=np.concatenate(labels),
         evidence=np.concatenate(evidence), box_offsets=_offsets(boxes),
-        cameras=cameras, camera_names=cam_names)
+        cameras=tuple(_camera_fields(cam) for cam in intrinsics), camera_names=cam_names)
+
+
+def _camera_fields(cam: Any) -> dict[str, Any]:
+    """A camera model's fields as JSON-ready values (sequences as lists)."""
+    fields = {f.name: getattr(cam, f.name) for f in dataclasses.fields(cam)}
+    return {k: (list(v) if isinstance(v, tuple | np.ndarray) else v) for k, v in fields.items()}
 
 
 def save_shard(path: Path, shard: Shard) -> None:

@@ -504,7 +504,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 boxes, labels, evidence = train_set[s].truth(i)
                 frames.append((raw, make_targets(boxes, labels, evidence, cfg)))
                 if "camera" in cfg.modalities:
-                    cam_keys.extend((s, i, k) for k in range(len(raw.images)))
+                    cam_keys.extend((s, i, cam) for cam in range(len(raw.images)))
             batch = collate(frames, processor)
             if cam_keys:
                 batch["image_features"] = image_cache.get(net, cam_keys, batch["images"])
