@@ -1029,13 +1029,18 @@ def frames_around_the_ego(processor: BevProcessor, count: int = 3) -> list[RawFr
     return frames
 
 
-def test_default_weights_torch_onnx_parity() -> None:
-    onnx = WEIGHTS_DIR / ONNX_FILE
+@pytest.mark.parametrize("model", ["concat", "attention"])
+def test_shipped_weights_torch_onnx_parity(model: str) -> None:
+    """Both committed models (the default concat and the attention one) against their ONNX
+    files."""
+    folder = WEIGHTS_DIR.parent / model
+    onnx = folder / ONNX_FILE
     if not onnx.is_file():
-        pytest.skip(f"default BEV weights not trained yet: {onnx} does not exist")
+        pytest.skip(f"BEV weights not trained yet: {onnx} does not exist")
     import onnxruntime  # type: ignore[import-untyped]
 
-    net, proc = load_weights(WEIGHTS_DIR)
+    net, proc = load_weights(folder)
+    assert net.config.fuser == model
     session = onnxruntime.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
     assert model_specs(session) == io_specs(net.config, proc.image_size)
     ref = torch_backend(net, image_size=proc.image_size)
@@ -1052,3 +1057,62 @@ def test_grid_and_lift_heights_of_the_wrong_type_are_config_errors() -> None:
         BevGrid(x_range_m=None)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="lift_heights_m"):
         BevModelConfig(lift_heights_m=None)  # type: ignore[arg-type]
+
+
+def _attention_reference(fuser: Any, tokens: torch.Tensor, present: torch.Tensor,
+                         ) -> torch.Tensor:
+    """The attention fuser as first written: 1x1x1 ``Conv3d`` key / value projections over
+    ``(B, C, M, nx, ny)`` (fp32), heads on dim 1 and the modality on dim 3."""
+    import torch.nn.functional as F  # noqa: N812
+
+    b, m, c, nx, ny = tokens.shape
+    h = fuser.heads
+    dh = c // h
+    weight = present.view(b, m, 1, 1, 1)
+    mean = (tokens * weight).sum(1) / weight.sum(1).clamp(min=1.0)
+    tok = (tokens + fuser.modality_embedding).transpose(1, 2)
+    q = fuser.q(mean + fuser.query).view(b, h, dh, 1, nx, ny)
+    k = F.conv3d(tok, fuser.k.weight[..., None], fuser.k.bias).view(b, h, dh, m, nx, ny)
+    v = F.conv3d(tok, fuser.v.weight[..., None], fuser.v.bias).view(b, h, dh, m, nx, ny)
+    logits = (q * k).sum(dim=2) / math.sqrt(dh) - (1.0 - present.view(b, 1, m, 1, 1)) * 1e4
+    out = (torch.softmax(logits, dim=2).unsqueeze(2) * v).sum(dim=3).reshape(b, c, nx, ny)
+    return fuser.conv(mean + fuser.proj(out))
+
+
+def test_attention_fuser_maths_and_former_checkpoints() -> None:
+    from mm_perception.fusion.feature_level.model import AttentionFuser
+
+    torch.manual_seed(3)
+    fuser = AttentionFuser(3, 8, 2).eval()
+    for p in fuser.parameters():  # away from the init (zeros / tiny) so every term counts
+        torch.nn.init.normal_(p, std=0.3)
+    tokens = torch.randn(2, 3, 8, 6, 5)
+    present = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 1.0]])
+    with torch.no_grad():
+        got = fuser(tokens, present)
+        np.testing.assert_allclose(got.numpy(), _attention_reference(fuser, tokens, present)
+                                   .numpy(), rtol=1e-5, atol=1e-5)
+        # a checkpoint saved with the former Conv3d weights (C, C, 1, 1, 1) loads as is
+        state = {k: (v[..., None] if k in ("k.weight", "v.weight") else v)
+                 for k, v in fuser.state_dict().items()}
+        assert state["k.weight"].dim() == 5
+        other = AttentionFuser(3, 8, 2).eval()
+        other.load_state_dict(state)
+        np.testing.assert_array_equal(other(tokens, present).numpy(), got.numpy())
+
+
+def test_attention_fuser_trains_in_bf16_at_a_full_grid() -> None:
+    """One bf16-autocast backward of the attention fuser at the default 100 x 100 grid. With
+    ``Conv3d`` projections this never returned on AMX CPUs (oneDNN, torch 2.13): the test then
+    fails on the suite's timeout instead of ``train bev --fuser attention`` hanging."""
+    from mm_perception.fusion.feature_level.model import AttentionFuser
+
+    torch.manual_seed(0)
+    fuser = AttentionFuser(3, 16, 4)
+    tokens = torch.randn(2, 3, 16, 100, 100, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fuser(tokens, torch.ones(2, 3))
+    out.float().square().mean().backward()
+    assert tokens.grad is not None and torch.isfinite(tokens.grad).all()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all()
+               for p in fuser.parameters() if p.requires_grad)

@@ -162,7 +162,14 @@ class ConcatFuser(nn.Module):
 
 class AttentionFuser(nn.Module):
     """Per-cell multi-head cross-attention over the modality features (absent ones masked):
-    ``(B, M, C, nx, ny)``, ``present (B, M)`` -> ``(B, C, nx, ny)``."""
+    ``(B, M, C, nx, ny)``, ``present (B, M)`` -> ``(B, C, nx, ny)``.
+
+    The key and value projections are 1x1 ``Conv2d`` applied to every modality's map (the
+    modalities folded into the batch), not a 1x1x1 ``Conv3d`` over ``(C, M, nx, ny)``: on
+    CPUs with AMX, oneDNN's bf16 ``Conv3d`` weight gradient at a 100x100 grid never returns
+    (torch 2.13), which hung ``train bev --fuser attention`` at its first step. The maths is
+    the same; checkpoints with the former 5-D weights load (:meth:`_load_from_state_dict`).
+    """
 
     def __init__(self, modalities: int, channels: int, heads: int) -> None:
         super().__init__()
@@ -170,11 +177,20 @@ class AttentionFuser(nn.Module):
         self.modality_embedding = nn.Parameter(torch.zeros(1, modalities, channels, 1, 1))
         self.query = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.q = nn.Conv2d(channels, channels, 1)
-        self.k = nn.Conv3d(channels, channels, 1)
-        self.v = nn.Conv3d(channels, channels, 1)
+        self.k = nn.Conv2d(channels, channels, 1)
+        self.v = nn.Conv2d(channels, channels, 1)
         self.proj = nn.Conv2d(channels, channels, 1)
         self.conv = conv_bn_relu(channels, channels)
         nn.init.normal_(self.modality_embedding, std=0.02)
+
+    def _load_from_state_dict(self, state_dict: dict[str, torch.Tensor], prefix: str,
+                              *args: object, **kwargs: object) -> None:
+        # checkpoints from before the 2-D projections hold (C, C, 1, 1, 1) Conv3d weights
+        for name in ("k", "v"):
+            key = f"{prefix}{name}.weight"
+            if key in state_dict and state_dict[key].dim() == 5:
+                state_dict[key] = state_dict[key][..., 0]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, tokens: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         b, m, c, nx, ny = tokens.shape
@@ -182,14 +198,14 @@ class AttentionFuser(nn.Module):
         dh = c // h
         weight = present.view(b, m, 1, 1, 1)
         mean = (tokens * weight).sum(1) / weight.sum(1).clamp(min=1.0)
-        tok = (tokens + self.modality_embedding).transpose(1, 2)          # (B, C, M, nx, ny)
-        q = self.q(mean + self.query).view(b, h, dh, 1, nx, ny)
-        k = self.k(tok).view(b, h, dh, m, nx, ny)
-        v = self.v(tok).view(b, h, dh, m, nx, ny)
-        logits = (q * k).sum(dim=2) / math.sqrt(dh)                       # (B, h, M, nx, ny)
-        logits = logits - (1.0 - present.view(b, 1, m, 1, 1)) * 1e4
-        attn = torch.softmax(logits, dim=2).unsqueeze(2)                   # (B, h, 1, M, ..)
-        out = (attn * v).sum(dim=3).reshape(b, c, nx, ny)
+        tok = (tokens + self.modality_embedding).reshape(b * m, c, nx, ny)
+        q = self.q(mean + self.query).view(b, 1, h, dh, nx, ny)
+        k = self.k(tok).view(b, m, h, dh, nx, ny)
+        v = self.v(tok).view(b, m, h, dh, nx, ny)
+        logits = (q * k).sum(dim=3) / math.sqrt(dh)                       # (B, M, h, nx, ny)
+        logits = logits - (1.0 - present.view(b, m, 1, 1, 1)) * 1e4
+        attn = torch.softmax(logits, dim=1).unsqueeze(3)                   # (B, M, h, 1, ..)
+        out = (attn * v).sum(dim=1).reshape(b, c, nx, ny)
         return self.conv(mean + self.proj(out))
 
 
