@@ -657,6 +657,84 @@ def test_make_targets() -> None:
     assert empty["targets"].shape == (0, 10) and empty["index"].shape == (0,)
 
 
+def test_make_targets_on_the_cells_around_each_centre() -> None:
+    cfg = replace(CLR, regression_radius_cells=1)
+    boxes = np.array([
+        [2.3, -1.6, 0.8, 4.0, 2.0, 1.5, 0.3, 5.0, 0.5],    # car, centre cell (10, 6)
+        [-7.5, -7.5, 0.8, 1.8, 0.7, 1.7, -1.0, 0.0, 2.0]],  # cyclist in the corner cell
+        np.float32)
+    labels = np.array([0, 4], np.int8)
+    evidence = np.array([[12, 0, 300], [0, 2, 0]], np.int32)
+    t = make_targets(boxes, labels, evidence, cfg)
+    t0 = make_targets(boxes, labels, evidence, CLR)
+    # the centre rows come first and are the radius-0 ones; the heatmap does not change
+    np.testing.assert_array_equal(t["index"][:2], t0["index"])
+    np.testing.assert_array_equal(t["targets"][:2], t0["targets"])
+    np.testing.assert_array_equal(t["heatmap"], t0["heatmap"])
+    # 8 cells around the car, 3 inside the grid around the corner cell (0, 0)
+    assert len(t["index"]) == 2 + 8 + 3 and len(set(t["index"].tolist())) == 13
+    fx, fy = 10.3, 6.4  # the car's centre in cells
+    for cell, row in zip(t["index"][2:], t["targets"][2:], strict=True):
+        ci, cj = divmod(int(cell), NY)
+        if (ci, cj) in ((0, 1), (1, 0), (1, 1)):
+            np.testing.assert_allclose(row[:2], [0.5 - ci, 0.5 - cj], atol=1e-6)
+            np.testing.assert_array_equal(row[2:], t0["targets"][1, 2:])
+        else:
+            assert max(abs(ci - 10), abs(cj - 6)) == 1
+            # the offset from this cell to the centre: a peak here decodes the same box
+            np.testing.assert_allclose(row[:2], [fx - ci, fy - cj], atol=1e-5)
+            np.testing.assert_array_equal(row[2:], t0["targets"][0, 2:])
+    assert np.all(t["targets"][:, :2] >= -1.0) and np.all(t["targets"][:, :2] <= 2.0)
+
+
+def test_around_cells_go_to_the_nearest_centre_and_never_take_a_centre() -> None:
+    cfg = replace(CLR, regression_radius_cells=1)
+    # A centred in cell (5, 8), B at x cell 7.4 (cell (7, 8)), D centred in cell (8, 8),
+    # inside B's neighbourhood
+    xs = {"A": 5.5, "B": 7.4, "D": 8.5}
+    # B before A: the nearer object wins the shared cell, not the last one drawn
+    boxes = np.array([[xs["B"] - 8, 0.5, 0.8, 4, 2, 1.5, 1.0, 0, 0],
+                      [xs["A"] - 8, 0.5, 0.8, 4, 2, 1.5, 0, 0, 0],
+                      [xs["D"] - 8, 0.5, 0.8, 4, 2, 1.5, 2.0, 0, 0]], np.float32)
+    t = make_targets(boxes, np.zeros(3, np.int8), np.full((3, 3), 5, np.int32), cfg)
+    by_cell: dict[int, list[np.ndarray]] = {}
+    for cell, row in zip(t["index"].tolist(), t["targets"], strict=True):
+        by_cell.setdefault(cell, []).append(row)
+    assert all(len(v) == 1 for v in by_cell.values())  # one box per cell
+    # cell (6, 8) is 1.0 from A's centre and 0.9 from B's: B's box (yaw 1.0)
+    row = by_cell[6 * NY + 8][0]
+    assert row[6] == pytest.approx(math.sin(1.0)) and row[0] == pytest.approx(1.4)
+    # D's centre cell (8, 8) is in B's neighbourhood but keeps D's own box
+    row = by_cell[8 * NY + 8][0]
+    assert row[6] == pytest.approx(math.sin(2.0)) and row[0] == pytest.approx(0.5)
+
+
+def test_offset_range_follows_the_regression_radius() -> None:
+    for r in (0, 1, 2):
+        net = make_net(replace(LR, regression_radius_cells=r))
+        enc = BevProcessor(net.config).encode(random_frame(1))
+        layer = net.regress["offset"]
+        assert isinstance(layer, torch.nn.Conv2d) and layer.bias is not None
+        torch.nn.init.zeros_(layer.weight)
+        ends: list[float] = []
+        for bias in (-20.0, 20.0):  # the output saturates at either end of its range
+            torch.nn.init.constant_(layer.bias, bias)
+            ends.append(float(forward(net, enc)["offset"].mean()))
+        assert ends == [pytest.approx(-r, abs=1e-5), pytest.approx(1 + r, abs=1e-5)]
+
+
+def test_regression_radius_config() -> None:
+    cfg = replace(LR, regression_radius_cells=2)
+    assert BevModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    # configs written before the field existed load with the centre cell only
+    old = {k: v for k, v in LR.to_dict().items() if k != "regression_radius_cells"}
+    assert BevModelConfig.from_dict(old).regression_radius_cells == 0
+    bad: Any
+    for bad in (-1, 4, 1.5, True, "1"):
+        with pytest.raises(ConfigError, match="regression_radius_cells"):
+            replace(LR, regression_radius_cells=bad)
+
+
 def test_dropout_subset() -> None:
     rng = np.random.default_rng(0)
     seen = set()

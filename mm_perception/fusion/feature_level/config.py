@@ -125,6 +125,12 @@ class BevModelConfig:
         max_objects: at most this many objects per frame.
         nms_radius_m: a peak within this BEV distance of a higher one (any class) is dropped.
         position_std_m / yaw_std_rad / velocity_std_mps: 1-sigma of the output covariance.
+        regression_radius_cells: the box regressions (offset, height, size, yaw, velocity)
+            are trained on the cells within this Chebyshev radius of each object's centre
+            cell, the offset relative to each cell, so that a heatmap peak one cell off the
+            centre still decodes the right box (long vehicles peak a cell off at 1 m cells);
+            the offset output then spans ``[-r, 1 + r]`` cells. 0: the centre cell only
+            (CenterPoint; offset in ``[0, 1]``).
     """
 
     grid: BevGrid = field(default_factory=BevGrid)
@@ -146,6 +152,7 @@ class BevModelConfig:
     position_std_m: float = 0.5
     yaw_std_rad: float = 0.2
     velocity_std_mps: float = 1.5
+    regression_radius_cells: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.grid, Mapping):
@@ -166,6 +173,10 @@ class BevModelConfig:
         if self.bev_channels % self.attention_heads:
             raise ConfigError(f"BevModelConfig.bev_channels ({self.bev_channels}) must be a "
                               f"multiple of attention_heads ({self.attention_heads})")
+        r = self.regression_radius_cells
+        if not isinstance(r, int) or isinstance(r, bool) or not 0 <= r <= 3:
+            raise ConfigError(f"BevModelConfig.regression_radius_cells must be an integer in "
+                              f"0..3, got {r!r}")
         chans = tuple(self.backbone_channels)
         if len(chans) != 2:
             raise ConfigError(f"BevModelConfig.backbone_channels must be 2 integers, got "

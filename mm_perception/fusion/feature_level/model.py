@@ -23,8 +23,9 @@ CenterPoint-style head (torch; inputs and outputs in the processor's docstring).
   attends over the modality features (key-masked where absent), multi-head, + 3x3 conv.
 - **Backbone**: three stages (full, 1/2, 1/4 resolution) with a top-down path back to full
   resolution; **head**: a shared 3x3 conv and 1x1 convs for the class heatmap (logits, bias at
-  the focal-loss prior), centre offset in the cell, centre height, log size, (sin, cos) yaw
-  and velocity over ground.
+  the focal-loss prior), centre offset from the cell (in it, or within
+  ``regression_radius_cells`` of it), centre height, log size, (sin, cos) yaw and velocity
+  over ground.
 
 :class:`BevFusionInference` is what the runtimes run: named inputs (only those of the
 model's modalities, see :func:`input_names`), the heatmap through a sigmoid, outputs in
@@ -315,6 +316,9 @@ class BevFusionNet(nn.Module):
         out = {"heatmap": self.heatmap(x)}
         out.update({k: layer(x) for k, layer in self.regress.items()})
         out["offset"] = torch.sigmoid(out["offset"])
+        r = self.config.regression_radius_cells
+        if r:  # offsets of the cells around a centre reach into the neighbours
+            out["offset"] = out["offset"] * (1 + 2 * r) - r
         return out
 
     def forward(self, **feeds: torch.Tensor) -> dict[str, torch.Tensor]:

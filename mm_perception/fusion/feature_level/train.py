@@ -33,11 +33,13 @@ normalisation of the (frozen) camera detector.
 
 Targets (CenterPoint): per class a heatmap with a gaussian peak at each object's centre cell
 (radius from the box footprint in cells, CenterNet's formula, at least 1 cell); at the centre
-cell the offset in the cell, centre height, log size, (sin, cos) yaw and velocity over ground.
-Objects without any LiDAR or radar return are not targets and their neighbourhood gets no
-heatmap loss (the evaluation ignores them too). Loss: penalty-reduced focal loss on the
-heatmaps + L1 on the regressions at centre cells (velocity weighted 0.5) + cross-entropy of
-the camera's depth distribution against the projected LiDAR depth (weight 0.5).
+cell the offset in the cell, centre height, log size, (sin, cos) yaw and velocity over ground
+(with ``BevModelConfig.regression_radius_cells`` r > 0 also at the cells within r of the
+centre, the offset from each of them; a cell near two centres takes the nearer). Objects
+without any LiDAR or radar return are not targets and their neighbourhood gets no heatmap loss
+(the evaluation ignores them too). Loss: penalty-reduced focal loss on the heatmaps + L1 on
+the regressions at those cells (velocity weighted 0.5) + cross-entropy of the camera's depth
+distribution against the projected LiDAR depth (weight 0.5).
 
 **Modality dropout**: each training frame keeps all its modalities with probability
 ``--keep-all`` (0.4), else a random non-empty proper subset of the model's modalities
@@ -145,14 +147,19 @@ def make_targets(boxes: F32, labels: npt.NDArray[np.int8], evidence: npt.NDArray
 
     Returns:
         ``heatmap`` ``(C, nx, ny)`` float32, ``heat_weight`` ``(1, nx, ny)`` float32 (0
-        around ignored objects), ``index`` ``(T,)`` int64 flat centre cells, ``targets``
-        ``(T, 10)`` float32 (offset 2, z, log size 3, sin, cos, vx, vy).
+        around ignored objects), ``index`` ``(T,)`` int64 flat cells that learn a box (the
+        centre cells, then with ``regression_radius_cells`` r > 0 the cells within r of a
+        centre, each the nearest object's), ``targets`` ``(T, 10)`` float32 (offset of the
+        centre from the cell in cells 2, z, log size 3, sin, cos, vx, vy).
     """
     g = config.grid
     heat = np.zeros((config.num_classes, g.nx, g.ny), np.float32)
     weight = np.ones((1, g.nx, g.ny), np.float32)
     index: list[int] = []
     rows: list[list[float]] = []
+    # neighbour cell -> (distance of its centre to the object's centre in cells, row)
+    around: dict[int, tuple[float, list[float]]] = {}
+    r = config.regression_radius_cells
     for box, label, ev in zip(boxes, labels, evidence, strict=True):
         fx = (box[0] - g.x_range_m[0]) / g.cell_m
         fy = (box[1] - g.y_range_m[0]) / g.cell_m
@@ -162,15 +169,29 @@ def make_targets(boxes: F32, labels: npt.NDArray[np.int8], evidence: npt.NDArray
         radius = max(1, int(gaussian_radius(box[3] / g.cell_m, box[4] / g.cell_m,
                                             MIN_OVERLAP)))
         if ev[0] + ev[1] == 0:  # no range-sensor evidence: ignored, like the evaluation
-            r = radius + 1
-            weight[0, max(0, i - r):i + r + 1, max(0, j - r):j + r + 1] = 0.0
+            rr = radius + 1
+            weight[0, max(0, i - rr):i + rr + 1, max(0, j - rr):j + rr + 1] = 0.0
             continue
         # draw_gaussian works on (rows, cols) = (x cells, y cells) with cx = column
         draw_gaussian(heat[int(label)], j, i, radius)
+        rest = [box[2], math.log(max(box[3], 0.05)), math.log(max(box[4], 0.05)),
+                math.log(max(box[5], 0.05)), math.sin(box[6]), math.cos(box[6]),
+                box[7], box[8]]
         index.append(i * g.ny + j)
-        rows.append([fx - i, fy - j, box[2], math.log(max(box[3], 0.05)),
-                     math.log(max(box[4], 0.05)), math.log(max(box[5], 0.05)),
-                     math.sin(box[6]), math.cos(box[6]), box[7], box[8]])
+        rows.append([fx - i, fy - j, *rest])
+        for ci in range(max(0, i - r), min(g.nx, i + r + 1)):
+            for cj in range(max(0, j - r), min(g.ny, j + r + 1)):
+                d = math.hypot(ci + 0.5 - fx, cj + 0.5 - fy)
+                cell = ci * g.ny + cj
+                if (ci, cj) != (i, j) and (cell not in around or d < around[cell][0]):
+                    around[cell] = (d, [fx - ci, fy - cj, *rest])
+    # a neighbour cell learns the nearest object's box, and never one of the centre cells
+    # (their own object's box is what a peak there must decode)
+    centres = set(index)
+    for cell, (_, row) in sorted(around.items()):
+        if cell not in centres:
+            index.append(cell)
+            rows.append(row)
     return {"heatmap": heat, "heat_weight": weight, "index": np.asarray(index, np.int64),
             "targets": np.asarray(rows, np.float32).reshape(-1, 10)}
 
