@@ -42,6 +42,7 @@ from mm_perception.fusion.feature_level.dataset import Shard, load_shard, save_s
 from mm_perception.fusion.feature_level.detector import (
     DEFAULT_WEIGHTS_DIR,
     ONNX_FILE,
+    WEIGHTS_ROOT,
     BevDetector,
     BevDetectorConfig,
     load_weights,
@@ -1111,7 +1112,7 @@ def frames_around_the_ego(processor: BevProcessor, count: int = 3) -> list[RawFr
 def test_shipped_weights_torch_onnx_parity(model: str) -> None:
     """Both committed models (the default concat and the attention one) against their ONNX
     files."""
-    folder = WEIGHTS_DIR.parent / model
+    folder = WEIGHTS_ROOT / model
     onnx = folder / ONNX_FILE
     if not onnx.is_file():
         pytest.skip(f"BEV weights not trained yet: {onnx} does not exist")

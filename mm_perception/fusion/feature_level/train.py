@@ -183,7 +183,7 @@ def make_targets(boxes: F32, labels: npt.NDArray[np.int8], evidence: npt.NDArray
             for cj in range(max(0, j - r), min(g.ny, j + r + 1)):
                 d = math.hypot(ci + 0.5 - fx, cj + 0.5 - fy)
                 cell = ci * g.ny + cj
-                if (ci, cj) != (i, j) and (cell not in around or d < around[cell][0]):
+                if cell not in around or d < around[cell][0]:
                     around[cell] = (d, [fx - ci, fy - cj, *rest])
     # a neighbour cell learns the nearest object's box, and never one of the centre cells
     # (their own object's box is what a peak there must decode)
