@@ -74,6 +74,7 @@ from mm_perception.fusion.feature_level.train import (
     dropout_subset,
     init_from,
     make_targets,
+    model_config,
     train,
 )
 from mm_perception.runtime import RuntimeConfig
@@ -87,10 +88,11 @@ GRID = BevGrid(x_range_m=(-8, 8), y_range_m=(-8, 8), cell_m=1.0)  # 16 x 16 cell
 NX = NY = 16
 #: network input size of the camera images in these tests (W, H)
 IMG = (64, 48)
-#: lidar + radar only: where the camera is not the point
+#: lidar + radar only: where the camera is not the point; boxes regressed at the centre
+#: cell only (the tests of ``regression_radius_cells`` set it)
 LR = BevModelConfig(grid=GRID, modalities=("lidar", "radar"), bev_channels=8,
                     backbone_channels=(8, 8), attention_heads=2, lidar_points_per_pillar=4,
-                    radar_points_per_pillar=2)
+                    radar_points_per_pillar=2, regression_radius_cells=0)
 #: all three modalities; depth bins of 4 m from 1 to 17 m
 CLR = replace(LR, modalities=MODALITIES, camera_channels=8, depth_bins=4, depth_min_m=1.0,
               depth_max_m=17.0, lift_heights_m=(0.5, 1.5))
@@ -730,10 +732,30 @@ def test_regression_radius_config() -> None:
     # configs written before the field existed load with the centre cell only
     old = {k: v for k, v in LR.to_dict().items() if k != "regression_radius_cells"}
     assert BevModelConfig.from_dict(old).regression_radius_cells == 0
+    # ... whereas a hand-written training config without it takes the default
+    assert BevModelConfig.from_dict(old, saved=False).regression_radius_cells == 1
+    assert BevModelConfig().regression_radius_cells == 1
     bad: Any
     for bad in (-1, 4, 1.5, True, "1"):
         with pytest.raises(ConfigError, match="regression_radius_cells"):
             replace(LR, regression_radius_cells=bad)
+
+
+def test_training_config_file_may_be_partial(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    path = tmp_path / "cfg.json"
+    need = ["--data", str(tmp_path), "--out", str(tmp_path / "out")]
+    path.write_text(json.dumps({"fuser": "attention", "bev_channels": 16}))
+    cfg = model_config(parser.parse_args([*need, "--config", str(path), "--modalities",
+                                          "lidar"]))
+    assert cfg == replace(BevModelConfig(), fuser="attention", bev_channels=16,
+                          modalities=("lidar",))
+    path.write_text(json.dumps({"regression_radius_cells": 0}))
+    cfg = model_config(parser.parse_args([*need, "--config", str(path), "--fuser",
+                                          "attention"]))
+    assert cfg == replace(BevModelConfig(), regression_radius_cells=0, fuser="attention")
+    assert model_config(parser.parse_args(need)) == BevModelConfig()
 
 
 def test_dropout_subset() -> None:

@@ -101,6 +101,12 @@ def _grid_from(data: object) -> BevGrid:
     return BevGrid(**data)
 
 
+#: keys added to :class:`BevModelConfig` after weights were first saved -> the value that
+#: weights saved without the key were trained with (their ``config.json`` lacks it, and
+#: today's default would decode them wrongly)
+SAVED_BEFORE_KEY: dict[str, Any] = {"regression_radius_cells": 0}
+
+
 @dataclass(frozen=True)
 class BevModelConfig:
     """Architecture and decoding of the BEV fusion detector.
@@ -130,7 +136,8 @@ class BevModelConfig:
             cell, the offset relative to each cell, so that a heatmap peak one cell off the
             centre still decodes the right box (long vehicles peak a cell off at 1 m cells);
             the offset output then spans ``[-r, 1 + r]`` cells. 0: the centre cell only
-            (CenterPoint; offset in ``[0, 1]``).
+            (CenterPoint; offset in ``[0, 1]``). A saved ``config.json`` without the key
+            (written before it existed) loads as 0, see :data:`SAVED_BEFORE_KEY`.
     """
 
     grid: BevGrid = field(default_factory=BevGrid)
@@ -152,7 +159,7 @@ class BevModelConfig:
     position_std_m: float = 0.5
     yaw_std_rad: float = 0.2
     velocity_std_mps: float = 1.5
-    regression_radius_cells: int = 0
+    regression_radius_cells: int = 1
 
     def __post_init__(self) -> None:
         if isinstance(self.grid, Mapping):
@@ -216,12 +223,23 @@ class BevModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> BevModelConfig:
+    def from_dict(cls, data: Mapping[str, Any], *, saved: bool = True) -> BevModelConfig:
+        """Config from its :meth:`to_dict` form.
+
+        Args:
+            data: the mapping; unknown keys are an error.
+            saved: True for a config saved beside weights: a key missing from it takes the
+                value the weights were trained with before the key existed
+                (:data:`SAVED_BEFORE_KEY`), not today's default. False for a partial config
+                written by hand for training: missing keys take the defaults.
+        """
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"BevModelConfig: unknown key(s) {unknown}")
-        kw = dict(data)
+        kw = ({k: v for k, v in SAVED_BEFORE_KEY.items() if k not in data} if saved
+              else {})
+        kw.update(data)
         if "grid" in kw:
             kw["grid"] = _grid_from(kw["grid"])
         for key in ("modalities", "backbone_channels", "lift_heights_m"):
@@ -233,13 +251,14 @@ class BevModelConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> BevModelConfig:
+    def load(cls, path: str | Path, *, saved: bool = True) -> BevModelConfig:
+        """Config from a JSON file (``saved``: see :meth:`from_dict`)."""
         try:
             data = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"cannot read the BEV model config {path}: {exc}") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(data, saved=saved)
 
 
 __all__ = ["CLASSES", "DEFAULT_RIG", "FUSERS", "LIDAR_POINT_FEATURES", "MODALITIES",
-           "RADAR_POINT_FEATURES", "BevGrid", "BevModelConfig"]
+           "RADAR_POINT_FEATURES", "SAVED_BEFORE_KEY", "BevGrid", "BevModelConfig"]

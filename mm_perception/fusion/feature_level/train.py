@@ -101,7 +101,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``mm-perception train bev``."""
     parser.add_argument("--data", required=True, help="dataset folder (shards)")
     parser.add_argument("--out", required=True, help="output weights folder")
-    parser.add_argument("--config", help="BEV model config JSON (default: the defaults)")
+    parser.add_argument("--config", help="BEV model config JSON; keys it leaves out take the "
+                                         "defaults")
     parser.add_argument("--modalities", help="comma-separated subset of camera,lidar,radar "
                                              "(overrides the config)")
     parser.add_argument("--fuser", choices=FUSERS, help="fuser (overrides the config)")
@@ -431,6 +432,17 @@ def init_from(net: BevFusionNet, folder: str | Path) -> dict[str, Any]:
             "not_copied": sorted({n.split(".")[0] for n in not_copied})}
 
 
+def model_config(args: argparse.Namespace) -> BevModelConfig:
+    """The model config of a run: ``--config`` (a hand-written file: keys it leaves out take
+    the defaults, unlike a weights folder's saved one), then ``--modalities`` / ``--fuser``."""
+    cfg = BevModelConfig.load(args.config, saved=False) if args.config else BevModelConfig()
+    if args.modalities:
+        cfg = replace(cfg, modalities=tuple(m.strip() for m in args.modalities.split(",")))
+    if args.fuser:
+        cfg = replace(cfg, fuser=args.fuser)
+    return cfg
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
     """Train per ``args`` (see :func:`add_arguments`); returns the training log."""
     import torch
@@ -445,11 +457,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     t_start = time.time()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    cfg = BevModelConfig.load(args.config) if args.config else BevModelConfig()
-    if args.modalities:
-        cfg = replace(cfg, modalities=tuple(m.strip() for m in args.modalities.split(",")))
-    if args.fuser:
-        cfg = replace(cfg, fuser=args.fuser)
+    cfg = model_config(args)
     scenes = [s.strip() for s in args.scenes.split(",") if s.strip()]
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -604,4 +612,4 @@ if __name__ == "__main__":
 
 
 __all__ = ["add_arguments", "bev_loss", "collate", "dropout_subset", "init_from", "make_targets",
-           "run", "train", "training_state", "validation_metrics"]
+           "model_config", "run", "train", "training_state", "validation_metrics"]
