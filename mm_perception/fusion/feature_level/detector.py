@@ -35,6 +35,7 @@ from mm_perception.fusion.feature_level.processor import (
     RawFrame,
     frame_inputs,
 )
+from mm_perception.fusion.feature_level.radar_velocity import RadarVelocityConfig, refine_velocity
 from mm_perception.runtime import RuntimeConfig
 
 if TYPE_CHECKING:
@@ -102,11 +103,15 @@ class BevDetectorConfig:
         runtime: the inference backend (default ONNX Runtime on the CPU).
         drop_modalities: modalities to leave out even when the set has them (evaluation of
             a model with a sensor removed; a deployment leaves this empty).
+        radar_velocity: the decoded velocity of vehicles re-estimated from the radar
+            returns in their boxes (:mod:`.radar_velocity`), for models with radar when the
+            set has it; ``RadarVelocityConfig(enabled=False)`` keeps the head's.
     """
 
     weights: str | None = None
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     drop_modalities: tuple[str, ...] = ()
+    radar_velocity: RadarVelocityConfig = field(default_factory=RadarVelocityConfig)
 
     def __post_init__(self) -> None:
         if self.weights is not None and not isinstance(self.weights, str):
@@ -121,6 +126,9 @@ class BevDetectorConfig:
             raise ConfigError(f"BevDetectorConfig.drop_modalities: unknown {bad}; known "
                               f"{list(MODALITIES)}")
         object.__setattr__(self, "drop_modalities", drop)
+        if not isinstance(self.radar_velocity, RadarVelocityConfig):
+            raise ConfigError(f"BevDetectorConfig.radar_velocity must be a "
+                              f"RadarVelocityConfig, got {type(self.radar_velocity).__name__}")
 
 
 class BevDetector:
@@ -169,6 +177,8 @@ class BevDetector:
         out = self.backend.run({n: enc[n] for n in self._names})
         t2 = time.perf_counter()
         objs = self.processor.decode(out, stamp_ns, sources=tuple(f"feature:{m}" for m in used))
+        if "radar" in used:  # the head hardly uses the Doppler: measure the velocity
+            objs = refine_velocity(objs, raw.radar, self.config.radar_velocity)
         self.timings_ms = {"encode": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3,
                            "decode": (time.perf_counter() - t2) * 1e3}
         return objs

@@ -1,0 +1,121 @@
+"""Velocity of decoded BEV objects from the radar returns in their boxes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mm_perception.core.errors import ConfigError
+from mm_perception.core.types import Box3D, DetectedObject, ObjectClass
+from mm_perception.fusion.feature_level import detector as detector_module
+from mm_perception.fusion.feature_level.detector import BevDetector, BevDetectorConfig
+from mm_perception.fusion.feature_level.processor import RawFrame
+from mm_perception.fusion.feature_level.radar_velocity import (
+    RadarVelocityConfig,
+    refine_velocity,
+)
+
+
+def obj(x: float, y: float, yaw: float, label: ObjectClass = ObjectClass.TRUCK,
+        length: float = 8.0, width: float = 2.5) -> DetectedObject:
+    return DetectedObject(box=Box3D(np.array([x, y, 1.5]), np.array([length, width, 3.0]), yaw),
+                          label=label, score=0.9, velocity=np.zeros(3), sources=("feature",))
+
+
+def returns(o: DetectedObject, v: np.ndarray, n: int = 6, noise: float = 0.1,
+            seed: int = 0) -> np.ndarray:
+    """``n`` returns spread over the box, radial velocity over ground ``v . u`` + noise."""
+    rng = np.random.default_rng(seed)
+    h = np.array([np.cos(o.box.yaw), np.sin(o.box.yaw)])
+    side = np.array([-h[1], h[0]])
+    half_l, half_w = 0.45 * o.box.size[0], 0.45 * o.box.size[1]
+    xy = (o.box.center[:2] + np.outer(rng.uniform(-half_l, half_l, n), h)
+          + np.outer(rng.uniform(-half_w, half_w, n), side))
+    u = xy / np.linalg.norm(xy, axis=1, keepdims=True)
+    vr = u @ v + rng.normal(0, noise, n)
+    return np.column_stack([xy, np.full(n, 1.0), vr, np.full(n, 10.0)]).astype(np.float32)
+
+
+def test_vehicle_moving_along_its_heading_gets_the_measured_speed() -> None:
+    # a lorry crossing ahead at 45 degrees, 7 m/s; the head said 0 m/s
+    o = obj(25.0, 20.0, np.pi / 4)
+    v = 7.0 * np.array([np.cos(np.pi / 4), np.sin(np.pi / 4)])
+    (out,) = refine_velocity([o], returns(o, v))
+    assert out.velocity is not None
+    np.testing.assert_allclose(out.velocity[:2], v, atol=0.3)
+    assert out.velocity[2] == 0.0 and out.sources == ("feature", "radar_velocity")
+    # driving away from us, reversing: the sign follows the Doppler
+    o2 = obj(30.0, 0.0, 0.0, ObjectClass.CAR, 4.5, 1.8)
+    (out2,) = refine_velocity([o2], returns(o2, np.array([-5.0, 0.0]), seed=1))
+    assert out2.velocity is not None
+    np.testing.assert_allclose(out2.velocity[:2], [-5.0, 0.0], atol=0.2)
+
+
+def test_left_alone_when_the_radar_cannot_tell() -> None:
+    o = obj(0.0, 30.0, 0.0)  # crossing at right angles to the line of sight
+    v = np.array([8.0, 0.0])
+    assert refine_velocity([o], returns(o, v))[0] is o
+    o = obj(25.0, 0.0, 0.0)
+    r = returns(o, np.array([6.0, 0.0]))
+    assert refine_velocity([o], r[:1])[0] is o  # fewer than min_returns
+    ped = obj(10.0, 0.0, 0.0, ObjectClass.PEDESTRIAN, 0.6, 0.6)
+    assert refine_velocity([ped], returns(ped, np.array([1.5, 0.0]), n=4))[0] is ped
+    off = RadarVelocityConfig(enabled=False)
+    assert refine_velocity([o], r, off)[0] is o
+    assert refine_velocity([o], np.zeros((0, 5), np.float32))[0] is o
+    # returns outside the box (plus margin) do not count
+    for axis, shift in ((0, 9.0), (1, 3.0)):  # along the heading / across it
+        far = r.copy()
+        far[:, axis] += shift
+        assert refine_velocity([o], far)[0] is o
+    # disagreeing returns (another object, the ground) are not averaged into a speed
+    mixed = r.copy()
+    mixed[::2, 3] = -6.0
+    assert refine_velocity([o], mixed)[0] is o
+
+
+def test_non_finite_returns_are_ignored() -> None:
+    o = obj(25.0, 0.0, 0.0)
+    r = returns(o, np.array([6.0, 0.0]))
+    bad = np.concatenate([r, np.array([[25.0, 0.0, 1.0, np.nan, 0.0],
+                                       [np.inf, 0.0, 1.0, 3.0, 0.0]], np.float32)])
+    (out,) = refine_velocity([o], bad)
+    assert out.velocity is not None and np.all(np.isfinite(out.velocity))
+    np.testing.assert_allclose(out.velocity[:2], [6.0, 0.0], atol=0.2)
+
+
+@pytest.mark.parametrize(("kwargs", "needle"), [
+    ({"min_returns": 0}, "min_returns"),
+    ({"min_rms_cos": 1.5}, "min_rms_cos"),
+    ({"max_residual_mps": 0.0}, "max_residual_mps"),
+    ({"box_margin_m": -1.0}, "box_margin_m"),
+    ({"classes": ("lorry",)}, "classes"),
+    ({"enabled": "yes"}, "enabled"),
+])
+def test_config_errors_name_the_field(kwargs: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        RadarVelocityConfig(**kwargs)
+
+
+def test_detector_refines_only_when_the_radar_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def spy(objects: Any, radar: np.ndarray, config: Any) -> list[DetectedObject]:
+        calls.append(len(radar))
+        return list(objects)
+
+    monkeypatch.setattr(detector_module, "refine_velocity", spy)
+    rng = np.random.default_rng(0)
+    radar = np.column_stack([rng.uniform(5, 30, (12, 2)), np.ones(12), rng.normal(0, 3, 12),
+                             np.full(12, 5.0)]).astype(np.float32)
+    lidar = np.column_stack([rng.uniform(-20, 20, (300, 2)), rng.uniform(0, 2, 300),
+                             np.full(300, 50.0)]).astype(np.float32)
+    raw = RawFrame(lidar=lidar, radar=radar, images=(), cameras=(), T_cam_base=())
+    BevDetector().detect_frame(raw, 0)
+    assert calls == [12]
+    BevDetector(BevDetectorConfig(drop_modalities=("radar",))).detect_frame(raw, 0)
+    assert calls == [12]
+    with pytest.raises(ConfigError, match="radar_velocity"):
+        BevDetectorConfig(radar_velocity=None)  # type: ignore[arg-type]
