@@ -34,7 +34,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import numpy.typing as npt
 
+from mm_perception.core.checks import check_numbers
 from mm_perception.core.errors import ConfigError
+from mm_perception.core.geometry import points_in_boxes_bev
 from mm_perception.core.types import DetectedObject, ObjectClass
 
 F32 = npt.NDArray[np.float32]
@@ -72,19 +74,29 @@ class RadarVelocityConfig:
                               f"{[c.value for c in ObjectClass]}, got "
                               f"{self.classes!r}") from None
         object.__setattr__(self, "classes", classes)
-        checks = (("box_margin_m", self.box_margin_m, 0.0, None, True),
-                  ("min_rms_cos", self.min_rms_cos, 0.0, 1.0, True),
-                  ("max_residual_mps", self.max_residual_mps, 0.0, None, False))
-        for name, value, lo, hi, closed in checks:
-            ok = (isinstance(value, int | float) and not isinstance(value, bool)
-                  and np.isfinite(value) and (value >= lo if closed else value > lo)
-                  and (hi is None or value <= hi))
-            if not ok:
-                raise ConfigError(f"RadarVelocityConfig.{name} out of range: {value!r}")
+        check_numbers(self, ("box_margin_m", "min_rms_cos", "max_residual_mps"),
+                      may_be_zero=("box_margin_m", "min_rms_cos"))
+        if self.min_rms_cos > 1.0:
+            raise ConfigError(f"RadarVelocityConfig.min_rms_cos must be <= 1 (a cosine), got "
+                              f"{self.min_rms_cos!r}")
         if (not isinstance(self.min_returns, int) or isinstance(self.min_returns, bool)
                 or self.min_returns < 1):
             raise ConfigError(f"RadarVelocityConfig.min_returns must be an integer >= 1, "
                               f"got {self.min_returns!r}")
+
+
+def _speed_along(cos: npt.NDArray[np.float64], vr: npt.NDArray[np.float64],
+                 cfg: RadarVelocityConfig) -> float | None:
+    """Least-squares speed along the heading from ``(n,)`` cosines between heading and line
+    of sight and ``(n,)`` radial velocities (m/s); None when the fit is not trusted."""
+    n = len(cos)
+    cc = float(cos @ cos)
+    if n < cfg.min_returns or cc / n < cfg.min_rms_cos ** 2:
+        return None
+    speed = float(cos @ vr) / cc
+    if float(np.sqrt(np.mean((vr - speed * cos) ** 2))) > cfg.max_residual_mps:
+        return None
+    return speed
 
 
 def refine_velocity(objects: Sequence[DetectedObject], radar: F32,
@@ -103,39 +115,25 @@ def refine_velocity(objects: Sequence[DetectedObject], radar: F32,
         0)`` m/s and ``"radar_velocity"`` added to its sources, the others are unchanged.
     """
     cfg = config or RadarVelocityConfig()
-    pts = np.asarray(radar, dtype=np.float64)
-    if not cfg.enabled or pts.ndim != 2 or pts.shape[0] == 0:
-        return list(objects)
+    pts = np.asarray(radar, dtype=np.float64).reshape(-1, 5)
     pts = pts[np.all(np.isfinite(pts[:, :4]), axis=1)]
     rng = np.hypot(pts[:, 0], pts[:, 1])
     pts, rng = pts[rng > 1e-3], rng[rng > 1e-3]
+    if not cfg.enabled or not len(pts) or not objects:
+        return list(objects)
     u = pts[:, :2] / rng[:, None]
+    boxes = [o.box for o in objects]
+    inside_all = points_in_boxes_bev(
+        pts[:, :2], [b.center[:2] for b in boxes], [b.yaw for b in boxes],
+        [np.asarray(b.size[:2]) / 2 + cfg.box_margin_m for b in boxes])       # (B, M)
     out = []
-    for obj in objects:
-        if obj.label not in cfg.classes or not len(pts):
-            out.append(obj)
-            continue
-        box = obj.box
-        h = np.array([np.cos(box.yaw), np.sin(box.yaw)])
-        rel = pts[:, :2] - np.asarray(box.center[:2], dtype=np.float64)
-        along, across = rel @ h, rel @ np.array([-h[1], h[0]])
-        inside = ((np.abs(along) <= box.size[0] / 2 + cfg.box_margin_m)
-                  & (np.abs(across) <= box.size[1] / 2 + cfg.box_margin_m))
-        n = int(np.count_nonzero(inside))
-        if n < cfg.min_returns:
-            out.append(obj)
-            continue
-        c, vr = u[inside] @ h, pts[inside, 3]
-        cc = float(c @ c)
-        if cc / n < cfg.min_rms_cos ** 2:
-            out.append(obj)
-            continue
-        s = float(c @ vr) / cc
-        if float(np.sqrt(np.mean((vr - s * c) ** 2))) > cfg.max_residual_mps:
-            out.append(obj)
-            continue
-        out.append(replace(obj, velocity=np.array([s * h[0], s * h[1], 0.0]),
-                           sources=(*obj.sources, "radar_velocity")))
+    for obj, inside in zip(objects, inside_all, strict=True):
+        h = np.array([np.cos(obj.box.yaw), np.sin(obj.box.yaw)])
+        speed = (_speed_along(u[inside] @ h, pts[inside, 3], cfg)
+                 if obj.label in cfg.classes else None)
+        out.append(obj if speed is None else replace(
+            obj, velocity=np.array([speed * h[0], speed * h[1], 0.0]),
+            sources=(*obj.sources, "radar_velocity")))
     return out
 
 
