@@ -514,6 +514,14 @@ def test_frame_inputs_transforms_and_compensates() -> None:
     np.testing.assert_allclose(raw.radar[:, :3], targets, atol=1e-4)
     np.testing.assert_allclose(raw.radar[:, 3], 0.0, atol=1e-4)
     np.testing.assert_array_equal(raw.radar[:, 4], [3.0, 7.0])
+    # each return's line of sight starts at the radar, also moved to the set stamp: the
+    # scan is 50 ms old, so the bumper at x = 3.6 was then 0.5 m behind where it is now
+    assert raw.radar_origins is not None
+    np.testing.assert_allclose(raw.radar_origins, [[3.1, 0.0, 0.5]] * 2, atol=1e-5)
+    assert raw.without("radar").radar_origins.shape == (0, 3)  # type: ignore[union-attr]
+    np.testing.assert_array_equal(raw.without("camera").radar_origins, raw.radar_origins)
+    with pytest.raises(ValueError, match="radar_origins"):
+        replace(raw, radar_origins=raw.radar_origins[:1])
     # camera at the set stamp: T_cam_base is the inverse mounting
     np.testing.assert_allclose(raw.T_cam_base[0], T_CAM_BASE, atol=1e-9)
     assert raw.images[0].shape == (48, 64, 3) and raw.cameras[0].fx == 40.0

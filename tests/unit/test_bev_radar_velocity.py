@@ -25,15 +25,16 @@ def obj(x: float, y: float, yaw: float, label: ObjectClass = ObjectClass.TRUCK,
 
 
 def returns(o: DetectedObject, v: np.ndarray, n: int = 6, noise: float = 0.1,
-            seed: int = 0) -> np.ndarray:
-    """``n`` returns spread over the box, radial velocity over ground ``v . u`` + noise."""
+            seed: int = 0, origin: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """``n`` returns spread over the box, radial velocity over ground ``v . u`` + noise,
+    ``u`` the line of sight from a radar at ``origin`` (base_link x, y)."""
     rng = np.random.default_rng(seed)
     h = np.array([np.cos(o.box.yaw), np.sin(o.box.yaw)])
     side = np.array([-h[1], h[0]])
     half_l, half_w = 0.45 * o.box.size[0], 0.45 * o.box.size[1]
     xy = (o.box.center[:2] + np.outer(rng.uniform(-half_l, half_l, n), h)
           + np.outer(rng.uniform(-half_w, half_w, n), side))
-    u = xy / np.linalg.norm(xy, axis=1, keepdims=True)
+    u = (xy - origin) / np.linalg.norm(xy - origin, axis=1, keepdims=True)
     vr = u @ v + rng.normal(0, noise, n)
     return np.column_stack([xy, np.full(n, 1.0), vr, np.full(n, 10.0)]).astype(np.float32)
 
@@ -86,6 +87,42 @@ def test_non_finite_returns_are_ignored() -> None:
     np.testing.assert_allclose(out.velocity[:2], [6.0, 0.0], atol=0.2)
 
 
+def test_line_of_sight_from_the_radar_that_measured_each_return() -> None:
+    # a car crossing 5 m ahead of a bumper radar at (3.6, -0.8): seen from base_link the
+    # lines of sight are tilted by ~20 degrees, enough to misjudge the speed by ~2 m/s
+    o = obj(8.6, 3.0, np.pi / 2, ObjectClass.CAR, 4.5, 1.8)
+    v = np.array([0.0, 6.0])
+    radar_at = (3.6, -0.8)
+    r = returns(o, v, n=8, noise=0.05, origin=radar_at)
+    origins = np.tile(np.array([[*radar_at, 0.5]], np.float32), (len(r), 1))
+    (out,) = refine_velocity([o], r, origins=origins)
+    assert out.velocity is not None and "radar_velocity" in out.sources
+    np.testing.assert_allclose(out.velocity[:2], v, atol=0.15)
+    (approx,) = refine_velocity([o], r)  # from base_link: biased (or not trusted at all)
+    assert approx.velocity is not None and np.linalg.norm(approx.velocity[:2] - v) > 1.0
+    # two radars in one frame: each return keeps its own origin
+    o2 = obj(-9.0, -4.0, 0.0, ObjectClass.CAR, 4.5, 1.8)
+    rear_at = (-1.0, -0.8)
+    r2 = returns(o2, np.array([-4.0, 0.0]), n=8, noise=0.05, origin=rear_at, seed=3)
+    both = np.concatenate([r, r2])
+    org2 = np.concatenate([origins, np.tile(np.array([[*rear_at, 0.5]], np.float32),
+                                            (len(r2), 1))])
+    out1, out2 = refine_velocity([o, o2], both, origins=org2)
+    assert out1.velocity is not None and out2.velocity is not None
+    np.testing.assert_allclose(out1.velocity[:2], v, atol=0.15)
+    np.testing.assert_allclose(out2.velocity[:2], [-4.0, 0.0], atol=0.15)
+    # a return whose origin is not finite is ignored; a wrong shape is refused
+    bad = origins.copy()
+    bad[0] = np.nan
+    (out3,) = refine_velocity([o], r, origins=bad)
+    assert out3.velocity is not None
+    np.testing.assert_allclose(out3.velocity[:2], v, atol=0.15)
+    with pytest.raises(ValueError, match="origins"):
+        refine_velocity([o], r, origins=origins[:, :2])
+    with pytest.raises(ValueError, match="origins"):
+        refine_velocity([o], r, origins=origins[1:])
+
+
 @pytest.mark.parametrize(("kwargs", "needle"), [
     ({"min_returns": 0}, "min_returns"),
     ({"min_rms_cos": 1.5}, "min_rms_cos"),
@@ -101,9 +138,11 @@ def test_config_errors_name_the_field(kwargs: dict[str, Any], needle: str) -> No
 
 def test_detector_refines_only_when_the_radar_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
+    seen_origins: list[Any] = []
 
-    def spy(objects: Any, radar: np.ndarray, config: Any) -> list[DetectedObject]:
+    def spy(objects: Any, radar: np.ndarray, config: Any, origins: Any) -> list[DetectedObject]:
         calls.append(len(radar))
+        seen_origins.append(origins)
         return list(objects)
 
     monkeypatch.setattr(detector_module, "refine_velocity", spy)
@@ -112,9 +151,12 @@ def test_detector_refines_only_when_the_radar_is_used(monkeypatch: pytest.Monkey
                              np.full(12, 5.0)]).astype(np.float32)
     lidar = np.column_stack([rng.uniform(-20, 20, (300, 2)), rng.uniform(0, 2, 300),
                              np.full(300, 50.0)]).astype(np.float32)
-    raw = RawFrame(lidar=lidar, radar=radar, images=(), cameras=(), T_cam_base=())
+    origins = np.tile(np.array([[2.0, 0.0, 0.5]], np.float32), (12, 1))
+    raw = RawFrame(lidar=lidar, radar=radar, images=(), cameras=(), T_cam_base=(),
+                   radar_origins=origins)
     BevDetector().detect_frame(raw, 0)
     assert calls == [12]
+    np.testing.assert_array_equal(seen_origins[0], origins)  # the radars' positions
     BevDetector(BevDetectorConfig(drop_modalities=("radar",))).detect_frame(raw, 0)
     assert calls == [12]
     with pytest.raises(ConfigError, match="radar_velocity"):

@@ -178,7 +178,8 @@ class BevDetector:
         t2 = time.perf_counter()
         objs = self.processor.decode(out, stamp_ns, sources=tuple(f"feature:{m}" for m in used))
         if "radar" in used:  # the head hardly uses the Doppler: measure the velocity
-            objs = refine_velocity(objs, raw.radar, self.config.radar_velocity)
+            objs = refine_velocity(objs, raw.radar, self.config.radar_velocity,
+                                   raw.radar_origins)
         self.timings_ms = {"encode": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3,
                            "decode": (time.perf_counter() - t2) * 1e3}
         return objs

@@ -5,8 +5,9 @@ Three steps, each its own function so that training, inference and export use th
 1. :func:`frame_inputs`: a synchronised :class:`SensorSet` -> :class:`RawFrame`, the
    sensor data in one frame and time: LiDAR points and radar returns in ``base_link`` at the
    set stamp (radar moved from its scan time by the ego motion, its Doppler made a radial
-   velocity over ground), camera images with the transform from ``base_link`` at the set
-   stamp to the camera at its exposure. Problems (no odometry for the radar compensation, a
+   velocity over ground, with the position of the radar that measured each return), camera
+   images with the transform from ``base_link`` at the set stamp to the camera at its
+   exposure. Problems (no odometry for the radar compensation, a
    camera without colour or calibration) leave the sensor out with a note, never a guess.
 2. :meth:`BevProcessor.encode`: :class:`RawFrame` -> the model's named inputs
    (:data:`INPUT_NAMES`). Every modality is a variable-size set: ``P`` LiDAR points,
@@ -95,6 +96,10 @@ class RawFrame:
             optical frame at its exposure.
         has_lidar / has_radar: the modality is in the set (it may still have 0 points).
         notes: why a sensor of the set was left out.
+        radar_origins: ``(M, 3)`` float32, per radar return the position (m) of the radar
+            that measured it, in ``base_link`` at the set stamp (the origin of the return's
+            line of sight, along which its radial velocity is measured); None when not
+            known (frames of a training dataset), read as the ``base_link`` origin.
     """
 
     lidar: F32
@@ -105,6 +110,7 @@ class RawFrame:
     has_lidar: bool = True
     has_radar: bool = True
     notes: tuple[str, ...] = ()
+    radar_origins: F32 | None = None
 
     def __post_init__(self) -> None:
         for name, cols in (("lidar", 4), ("radar", 5)):
@@ -112,6 +118,12 @@ class RawFrame:
             if arr.ndim != 2 or arr.shape[1] != cols:
                 raise ValueError(f"RawFrame.{name} must be (N, {cols}), got {arr.shape}")
             object.__setattr__(self, name, arr)
+        if self.radar_origins is not None:
+            org = np.asarray(self.radar_origins, np.float32)
+            if org.shape != (len(self.radar), 3):
+                raise ValueError(f"RawFrame.radar_origins must be ({len(self.radar)}, 3) "
+                                 f"like radar, got {org.shape}")
+            object.__setattr__(self, "radar_origins", org)
         if not len(self.images) == len(self.cameras) == len(self.T_cam_base):
             raise ValueError("RawFrame: images, cameras and T_cam_base differ in length")
 
@@ -132,7 +144,9 @@ class RawFrame:
             images=() if cam else self.images, cameras=() if cam else self.cameras,
             T_cam_base=() if cam else self.T_cam_base,
             has_lidar=self.has_lidar and "lidar" not in modalities,
-            has_radar=self.has_radar and "radar" not in modalities, notes=self.notes)
+            has_radar=self.has_radar and "radar" not in modalities, notes=self.notes,
+            radar_origins=(self.radar_origins[:0] if "radar" in modalities
+                           and self.radar_origins is not None else self.radar_origins))
 
 
 def _base_motion(odometry: OdometryBuffer | None, src_ns: int, dst_ns: int,
@@ -187,6 +201,7 @@ def frame_inputs(sensor_set: SensorSet, rig: Rig,
         pts = np.concatenate([xyz, inten[:, None]], axis=1).astype(np.float32)
         lidar_parts.append(pts[np.all(np.isfinite(pts), axis=1)])
     radar_parts: list[F32] = []
+    origin_parts: list[F32] = []
     for name, scan in sensor_set.radars.items():
         spec = rig.sensors.get(name)
         if spec is None or spec.extrinsics is None:
@@ -198,9 +213,13 @@ def frame_inputs(sensor_set: SensorSet, rig: Rig,
             continue
         vr = compensate_doppler(scan, spec.extrinsics, ego)
         T = _base_motion(odometry, scan.stamp_ns, stamp, notes, f"radar {name!r}")
-        xyz = (T @ spec.extrinsics).apply(scan.xyz)
+        T_base_radar = T @ spec.extrinsics
+        xyz = T_base_radar.apply(scan.xyz)
         pts = np.concatenate([xyz, vr[:, None], scan.rcs[:, None]], axis=1).astype(np.float32)
-        radar_parts.append(pts[np.all(np.isfinite(pts), axis=1)])
+        finite = np.all(np.isfinite(pts), axis=1)
+        radar_parts.append(pts[finite])
+        origin_parts.append(np.tile(T_base_radar.translation.astype(np.float32),
+                                    (int(finite.sum()), 1)))
     images: list[npt.NDArray[np.uint8]] = []
     cameras: list[CameraModel] = []
     transforms: list[F64] = []
@@ -225,7 +244,9 @@ def frame_inputs(sensor_set: SensorSet, rig: Rig,
         lidar=np.concatenate(lidar_parts) if lidar_parts else np.zeros((0, 4), np.float32),
         radar=np.concatenate(radar_parts) if radar_parts else np.zeros((0, 5), np.float32),
         images=tuple(images), cameras=tuple(cameras), T_cam_base=tuple(transforms),
-        has_lidar=has_lidar, has_radar=has_radar, notes=tuple(notes))
+        has_lidar=has_lidar, has_radar=has_radar, notes=tuple(notes),
+        radar_origins=(np.concatenate(origin_parts) if origin_parts
+                       else np.zeros((0, 3), np.float32)))
 
 
 @dataclass(frozen=True)
