@@ -26,6 +26,12 @@ front radar 2.25 m ahead of it, the refined velocity's error on the validation f
 0.32 m/s mean, 0.48 m/s at the 90th percentile, against 0.24 / 0.30 m/s from the radar.
 The covariance is left as the head's (conservative: the refined velocity is better than it
 says).
+
+Tried on those validation frames and not kept (mean error of every matched vehicle with
+radar hits, 0.24 m/s with this fit): a full 2-D velocity fit with a prior of 0.5-2 m/s
+across the heading (0.30-0.96: the cross-range freedom soaks up noise and the Doppler slope
+of turning vehicles), and accepting a fit by its standard error, including the heading's,
+instead of the RMS cosine (about 20 % more objects refined, 0.29-0.32 in all).
 """
 
 from __future__ import annotations
