@@ -183,6 +183,35 @@ def print_offline_summary(summary: dict[str, Any]) -> None:
         print("WARNING: the bag is corrupt; replay stopped at the damage (see errors)")
 
 
+def cmd_recover(args: argparse.Namespace) -> int:
+    from mm_perception.bag.recover import recover_mcap
+
+    src = Path(args.bag)
+    if src.is_dir():  # a rosbag2 folder: its one MCAP file
+        files = sorted(src.glob("*.mcap"))
+        if len(files) != 1:
+            raise MMPerceptionError(f"{src} holds {len(files)} .mcap files; pass the one to "
+                                    f"recover")
+        src = files[0]
+    stats = recover_mcap(src, args.out)
+    if args.json:
+        print(json.dumps(stats.as_dict(), indent=2))
+    else:
+        state = "complete (rewritten)" if stats.complete else "cut"
+        print(f"source:  {stats.source} ({state}; {stats.bytes_read} of "
+              f"{stats.file_bytes} bytes in complete records)")
+        print(f"stopped: {stats.stop_reason}")
+        span = ("-" if stats.first_ns is None or stats.last_ns is None
+                else f"{stats.first_ns / 1e9:.3f} .. {stats.last_ns / 1e9:.3f} s")
+        print(f"wrote:   {stats.output}: {stats.message_count} messages ({span}), "
+              f"{stats.from_cut_chunk} of them from the cut chunk")
+        for topic, count in stats.messages.items():
+            print(f"  {topic}: {count}")
+        if stats.dropped:
+            print(f"dropped: {stats.dropped}")
+    return 0 if stats.message_count else 1
+
+
 def _mute_window(text: str) -> tuple[str, float, float]:
     topic, _, rest = text.rpartition("@")
     start, _, end = rest.partition(":")
@@ -511,6 +540,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no DDS: run sync + ego-motion compensation deterministically")
     p.add_argument("--out", help="write a JSON summary into this folder")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("recover", help="salvage the messages of an MCAP file that was cut "
+                                       "(a recorder killed mid-write) into a new MCAP file")
+    p.add_argument("bag", help="the cut .mcap file, or the rosbag2 folder holding it")
+    p.add_argument("--out", required=True, help="new .mcap file to write (must not exist)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_recover)
 
     p = sub.add_parser("synth-bag", help="write a small analytic multi-sensor bag")
     p.add_argument("--rig", required=True)

@@ -96,7 +96,7 @@ verify() {
     if [ -n "${ROS_DISTRO:-}" ]; then ld="$IFACE_PREFIX/lib${ld:+:$ld}"; fi
     LD_LIBRARY_PATH="$ld" "$VENV/bin/python" - <<'PY'
 import importlib, os, sys
-mods = ["numpy", "scipy", "cv2", "yaml", "jsonschema", "rosbags", "torch", "onnx",
+mods = ["numpy", "scipy", "cv2", "yaml", "jsonschema", "rosbags", "mcap", "torch", "onnx",
         "onnxruntime", "mujoco", "open3d", "matplotlib", "tqdm", "rich", "transformers",
         "motmetrics", "pytest", "hypothesis", "rclpy", "sensor_msgs.msg", "nav_msgs.msg",
         "geometry_msgs.msg", "rosgraph_msgs.msg", "diagnostic_msgs.msg", "lifecycle_msgs.msg",

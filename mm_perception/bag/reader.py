@@ -117,6 +117,17 @@ class ReadStats:
 
 
 
+def _cut_hint(paths: Sequence[Path]) -> str:
+    """What to do about MCAP files among ``paths`` (or in their folders) that were cut."""
+    from mm_perception.bag.recover import is_truncated_mcap
+
+    files = [f for p in paths for f in (sorted(p.glob("*.mcap")) if p.is_dir() else [p])]
+    cut = [f for f in files if f.suffix == ".mcap" and is_truncated_mcap(f)]
+    return "".join(f"\n{f} ends without its footer (a recording cut short, e.g. a recorder "
+                   f"killed mid-write); `mm-perception recover {f} --out FIXED.mcap` salvages "
+                   f"the messages written before the cut" for f in cut)
+
+
 class BagSource:
     """An open bag, read through a rig.
 
@@ -149,7 +160,8 @@ class BagSource:
         try:
             self._reader = AnyReader(paths, default_typestore=store)
         except Exception as exc:  # rosbags raises several types; all mean "cannot open"
-            raise BagError(f"cannot open bag {', '.join(map(str, paths))}: {exc}") from exc
+            raise BagError(f"cannot open bag {', '.join(map(str, paths))}: {exc}"
+                           f"{_cut_hint(paths)}") from exc
         self.is_ros1 = is_ros1
         self._open = False
 
@@ -159,7 +171,7 @@ class BagSource:
             self._reader.open()
         except Exception as exc:
             raise BagError(f"cannot open bag {', '.join(map(str, self.paths))}: "
-                           f"{type(exc).__name__}: {exc}") from exc
+                           f"{type(exc).__name__}: {exc}{_cut_hint(self.paths)}") from exc
         self._open = True
         return self
 
