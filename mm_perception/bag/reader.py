@@ -149,8 +149,12 @@ class BagSource:
             raise BagError(f"bag not found: {', '.join(missing)}")
         for p in paths:
             if p.is_dir() and not (p / "metadata.yaml").exists():
-                raise BagError(f"{p} is a directory without metadata.yaml: not a rosbag2 bag "
-                               f"(pass the .mcap/.db3 file itself, or the bag directory)")
+                # a recorder that was killed writes no metadata.yaml: its files still read
+                files = sorted(f.name for f in p.iterdir() if f.suffix in (".mcap", ".db3"))
+                hint = (f"pass the storage file itself: {', '.join(str(p / f) for f in files)}"
+                        if files else "pass the .mcap/.db3 file itself, or the bag directory")
+                raise BagError(f"{p} is a directory without metadata.yaml: not a complete "
+                               f"rosbag2 bag ({hint}){_cut_hint([p])}")
             if p.is_file() and p.suffix not in (".bag", ".mcap", ".db3"):
                 raise BagError(f"{p}: unknown bag file type {p.suffix!r} "
                                f"(expected .mcap, .db3 or .bag)")

@@ -213,3 +213,22 @@ def test_cli_points_at_recover_and_recover_repairs_the_bag(
     empty = tmp_path / "empty.mcap"
     empty.write_bytes(MAGIC)
     assert main(["recover", str(empty), "--out", str(tmp_path / "e.mcap")]) == 1
+
+
+def test_killed_recorder_folder_without_metadata_names_its_file(
+        make_bag: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
+    # rosbag2 writes metadata.yaml when the recording ends: a killed recorder leaves none
+    for storage in ("sqlite3", "mcap"):
+        bag = make_bag(storage, name=f"killed_{storage}")
+        (bag / "metadata.yaml").unlink()
+        (storage_file,) = [f for f in bag.iterdir() if f.suffix in (".db3", ".mcap")]
+        if storage == "mcap":
+            data = storage_file.read_bytes()
+            storage_file.write_bytes(data[: len(data) // 2])
+        assert main(["info", str(bag)]) == 2
+        err = capsys.readouterr().err
+        assert f"pass the storage file itself: {storage_file}" in err
+        assert ("mm-perception recover" in err) == (storage == "mcap")
+        if storage == "sqlite3":  # the database itself reads
+            assert main(["info", str(storage_file)]) == 0
+            capsys.readouterr()
