@@ -342,8 +342,9 @@ def _record_with_progress(scenario: Any, rig: Any, duration: float, out: Path,
                           label: str) -> Any:
     from tqdm import tqdm
 
-    from mm_perception.sim.recorder import record_scenario
+    from mm_perception.sim.recorder import check_duration, record_scenario
 
+    duration = check_duration(duration)  # before the progress bar, which cannot show < 0
     with tqdm(total=round(duration, 3), unit="sim s", desc=label, leave=False,
               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} sim s "
                          "[{elapsed}<{remaining}]") as bar:

@@ -11,6 +11,7 @@ or ``CompressedImage`` + ``CameraInfo``, ``PointCloud2`` for LiDAR and radar, ``
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 from mm_perception.bag.cloud_layout import rig_cloud_array
 from mm_perception.bag.writer import BagWriter
 from mm_perception.core.calibration import Rig, SensorSpec
+from mm_perception.core.errors import ConfigError
 from mm_perception.core.sensor_models import CameraStream
 from mm_perception.core.types import CameraFrame, EgoState, PointCloud, RadarScan, SensorKind
 from mm_perception.ros import conversions as conv
@@ -111,6 +113,15 @@ class _MessageMaker:
         return [(spec.topic, conv.array_to_pointcloud2(arr, value.stamp_ns, value.frame_id, f))]
 
 
+def check_duration(duration_s: float) -> float:
+    """``duration_s`` as a float, or ConfigError unless it is a finite number > 0 s."""
+    if (isinstance(duration_s, bool) or not isinstance(duration_s, int | float)
+            or not math.isfinite(duration_s) or duration_s <= 0):
+        raise ConfigError(f"the simulated duration must be a finite number of seconds > 0, "
+                          f"got {duration_s!r}")
+    return float(duration_s)
+
+
 def record_scenario(scenario: Scenario, rig: Rig, duration_s: float, out: str | Path,
                     config: SimConfig | None = None,
                     progress: Callable[[float], None] | None = None) -> RecordSummary:
@@ -123,9 +134,13 @@ def record_scenario(scenario: Scenario, rig: Rig, duration_s: float, out: str | 
         out: the bag directory to create (must not exist).
         config: simulator settings.
         progress: called with the simulated seconds done after each step.
+
+    Raises:
+        ConfigError: a duration that is not a finite number > 0 (before any file is made).
     """
     import time
 
+    duration_s = check_duration(duration_s)
     wall0 = time.perf_counter()
     cfg = config or SimConfig()
     maker = _MessageMaker(rig)

@@ -422,6 +422,10 @@ def test_target_pointer_learns_which_object_the_instruction_names(
     np.savez_compressed(shard, **arrays)
     with pytest.raises(ConfigError, match="target_slot"):
         DemoDataset(data_dir, CFG, text_encoder=encoder)
+    # a damaged file (a copy cut short) is named too, not a traceback from numpy
+    shard.write_bytes(shard.read_bytes()[:300])
+    with pytest.raises(ConfigError, match=f"{shard.name} is not a readable VLA demonstration"):
+        DemoDataset(data_dir, CFG, text_encoder=encoder)
 
 
 def test_init_weights_start_from_a_trained_policy(trained: tuple[Path, dict[str, Any]],

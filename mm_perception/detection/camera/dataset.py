@@ -51,6 +51,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mm_perception.core.errors import ConfigError
+from mm_perception.core.npz_io import read_npz
 from mm_perception.detection.camera.config import CameraDetectorConfig
 from mm_perception.detection.camera.processor import CameraProcessor
 
@@ -215,8 +216,13 @@ def save_shard(path: Path, shard: Shard, classes: Sequence[Any]) -> None:
 
 
 def load_shard(path: str | Path) -> Shard:
-    """Read a shard written by :func:`save_shard`."""
-    with np.load(path) as z:
+    """Read a shard written by :func:`save_shard`.
+
+    Raises:
+        ConfigError: naming the file, when it is missing, damaged or not a shard.
+    """
+    with read_npz(path, "camera dataset shard (delete it; --make-data simulates it "
+                        "again)") as z:
         return Shard(z["images"], z["class_maps"], z["boxes"], z["labels"], z["image_index"],
                      z["ignore"], z["stamps_ns"], (int(z["orig_size"][0]),
                                                     int(z["orig_size"][1])))

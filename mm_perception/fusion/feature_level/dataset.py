@@ -59,6 +59,7 @@ import numpy.typing as npt
 
 from mm_perception.core.calibration import Rig
 from mm_perception.core.errors import ConfigError
+from mm_perception.core.npz_io import read_npz
 from mm_perception.core.sensor_models import CameraStream
 from mm_perception.core.types import SensorKind, SensorSet
 
@@ -256,8 +257,12 @@ def save_shard(path: Path, shard: Shard) -> None:
 
 
 def load_shard(path: str | Path) -> Shard:
-    """Read a shard written by :func:`save_shard` (also one of the single-camera format)."""
-    with np.load(path) as z:
+    """Read a shard written by :func:`save_shard` (also one of the single-camera format).
+
+    Raises:
+        ConfigError: naming the file, when it is missing, damaged or not a shard.
+    """
+    with read_npz(path, "BEV dataset shard (delete it; --make-data simulates it again)") as z:
         names = [f.name for f in dataclasses.fields(Shard) if f.name not in _JSON_FIELDS]
         kw: dict[str, Any] = {n: z[n] for n in names}
         if "cameras" in z:

@@ -38,6 +38,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mm_perception.core.errors import ConfigError
+from mm_perception.core.npz_io import read_npz
 from mm_perception.planning.instructions import parse_instruction, phrasings, render_instruction
 from mm_perception.planning.observation import PlannerObservation
 from mm_perception.planning.trajectory import Trajectory
@@ -196,19 +197,16 @@ class DemoDataset(Dataset[dict[str, torch.Tensor]]):
         slots: list[np.ndarray] = []
         self.episodes = [p.stem for p in paths]
         for e, path in enumerate(paths):
-            try:
-                with np.load(path, allow_pickle=False) as data:
-                    for k in parts:
-                        parts[k].append(np.asarray(data[k]))
-                    instructions += [str(s) for s in data["instruction"]]
-                    self.meta += [json.loads(str(m)) for m in data["meta"]]
-                    count = len(data["targets"])
-                    episode_index.append(np.full(count, e, np.int64))
-                    slots.append(np.asarray(data["target_slot"], np.int64)
-                                 if "target_slot" in data.files
-                                 else np.full(count, -1, np.int64))
-            except (OSError, KeyError, ValueError) as exc:
-                raise ConfigError(f"malformed demonstration shard {path}: {exc}") from exc
+            with read_npz(path, "VLA demonstration shard") as data:
+                for k in parts:
+                    parts[k].append(np.asarray(data[k]))
+                instructions += [str(s) for s in data["instruction"]]
+                self.meta += [json.loads(str(m)) for m in data["meta"]]
+                count = len(data["targets"])
+                episode_index.append(np.full(count, e, np.int64))
+                slots.append(np.asarray(data["target_slot"], np.int64)
+                             if "target_slot" in data.files
+                             else np.full(count, -1, np.int64))
         self._data = {k: np.concatenate(v) for k, v in parts.items()}
         self.episode_index: npt.NDArray[np.int64] = np.concatenate(episode_index)
         self.target_slot: npt.NDArray[np.int64] = np.concatenate(slots)
