@@ -54,7 +54,8 @@ def chunk_message_counts(data: bytes) -> list[tuple[int, int, int]]:
     return out
 
 
-def write_mcap(path: Path, compression: str, n: int = 120, chunk_size: int = 4096) -> None:
+def write_mcap(path: Path, compression: str, n: int = 120, chunk_size: int = 4096,
+               chunked: bool = True) -> None:
     """A small ros2-profile MCAP written by the mcap library with ``compression``."""
     from mcap.writer import CompressionType, Writer
 
@@ -62,7 +63,7 @@ def write_mcap(path: Path, compression: str, n: int = 120, chunk_size: int = 409
             "none": CompressionType.NONE}[compression]
     rng = np.random.default_rng(0)
     with path.open("wb") as f:
-        w = Writer(f, chunk_size=chunk_size, compression=kind)
+        w = Writer(f, chunk_size=chunk_size, compression=kind, use_chunking=chunked)
         w.start(profile="ros2", library="test")
         sid = w.register_schema("std_msgs/msg/String", "ros2msg", b"string data")
         chans = [w.register_channel(t, "cdr", sid) for t in ("/a", "/b")]
@@ -139,6 +140,20 @@ def test_compressed_cut_chunk_is_decoded_up_to_the_cut(compression: str,
     got = messages(tmp_path / "fixed.mcap")
     assert n == 3000 and stats.from_cut_chunk == len(got) > 1000
     assert got == messages(src)[:len(got)]
+
+
+def test_unchunked_file_keeps_every_message_before_the_cut(tmp_path: Path) -> None:
+    src = tmp_path / "src.mcap"
+    write_mcap(src, "none", chunked=False)
+    data = src.read_bytes()
+    original = messages(src)
+    msg_records = [(s, e) for op, s, e in records(data) if op == 0x05]
+    assert len(msg_records) == len(original) == 120
+    cut_at = (msg_records[50][0] + msg_records[50][1]) // 2  # inside message 51
+    (tmp_path / "cut.mcap").write_bytes(data[:cut_at])
+    stats = recover_mcap(tmp_path / "cut.mcap", tmp_path / "fixed.mcap")
+    assert messages(tmp_path / "fixed.mcap") == original[:50]
+    assert stats.from_cut_chunk == 0 and "opcode 0x05" in stats.stop_reason
 
 
 def test_complete_file_is_rewritten_whole_and_zeros_after_a_cut_stop_the_walk(
