@@ -209,6 +209,8 @@ def cmd_recover(args: argparse.Namespace) -> int:
             print(f"  {topic}: {count}")
         if stats.dropped:
             print(f"dropped: {stats.dropped}")
+        for where in stats.damaged:
+            print(f"  damaged: {where}")
     return 0 if stats.message_count else 1
 
 

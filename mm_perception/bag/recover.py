@@ -12,8 +12,10 @@ not installable from PyPI, so this is the same idea on the ``mcap`` Python libra
    u64 LE, body``): the walk stops at the first record that does not fit in the file (the
    cut) or whose opcode is 0 (zeros a file system left after the last write).
 2. **Records** are parsed by the ``mcap`` library, each complete record on its own (chunks
-   decompressed and checked by it): schemas, channels, messages, attachments and metadata
-   are kept; indexes and statistics are rebuilt by the writer.
+   decompressed and their CRCs checked by it): schemas, channels, messages, attachments and
+   metadata are kept; indexes and statistics are rebuilt by the writer. A record that
+   fails to parse although it fits its length (a chunk whose CRC does not match: bit rot,
+   a bad sector) is skipped, counted and named, and the walk goes on after it.
 3. **The cut chunk**: its records are kept up to the last complete one when its compression
    can be decoded as a stream (none, ``zstd``, ``lz4``), so a killed recording loses at most
    the message that was being written, not the whole last chunk (up to a megabyte).
@@ -45,6 +47,8 @@ MAGIC = b"\x89MCAP0\r\n"
 _OP_FOOTER, _OP_CHUNK, _OP_LAST = 0x02, 0x06, 0x0F
 #: opcode u8 + length u64
 _RECORD_HEAD = 9
+#: damaged records named in RecoverStats.damaged (the rest are only counted)
+_MAX_NAMED = 20
 #: chunk body before its compression string: message start / end time, uncompressed size
 #: (u64 each), uncompressed CRC (u32)
 _CHUNK_FIXED = 8 + 8 + 8 + 4
@@ -62,7 +66,8 @@ class RecoverStats:
         stop_reason: why the walk stopped (``"footer"`` for a complete file).
         messages: messages written per topic.
         from_cut_chunk: of those, messages salvaged from the chunk the cut went through.
-        dropped: messages that could not be written, per reason.
+        dropped: messages (and damaged records) that could not be written, per reason.
+        damaged: where the first damaged records were and what was wrong with them.
         schemas / channels / attachments / metadata: records written.
         first_ns / last_ns: log time span of the written messages, ns (None: none written).
     """
@@ -76,6 +81,7 @@ class RecoverStats:
     messages: dict[str, int] = field(default_factory=dict)
     from_cut_chunk: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
+    damaged: list[str] = field(default_factory=list)
     schemas: int = 0
     channels: int = 0
     attachments: int = 0
@@ -90,8 +96,9 @@ class RecoverStats:
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in (
             "source", "output", "file_bytes", "bytes_read", "complete", "stop_reason",
-            "messages", "from_cut_chunk", "dropped", "schemas", "channels", "attachments",
-            "metadata", "first_ns", "last_ns")} | {"message_count": self.message_count}
+            "messages", "from_cut_chunk", "dropped", "damaged", "schemas", "channels",
+            "attachments", "metadata", "first_ns", "last_ns")} | {
+                "message_count": self.message_count}
 
 
 def is_truncated_mcap(path: str | Path) -> bool:
@@ -283,10 +290,14 @@ def recover_mcap(source: str | Path, output: str | Path) -> RecoverStats:
             record = bytes(buf[pos:end])
             try:
                 parsed = _parse(record)
-            except Exception as exc:  # a damaged record: what came before is kept
-                stats.stop_reason = (f"damaged record (opcode 0x{opcode:02x}) at byte {pos}: "
-                                     f"{type(exc).__name__}: {exc}")
-                break
+            except Exception as exc:
+                # a damaged record inside an intact framing (a CRC mismatch, bit rot): it is
+                # skipped, counted and named, and the walk goes on to the records after it
+                dropped["damaged record (skipped)"] += 1
+                if len(stats.damaged) < _MAX_NAMED:
+                    stats.damaged.append(f"opcode 0x{opcode:02x} at byte {pos}: "
+                                         f"{type(exc).__name__}: {exc}")
+                parsed = []
             for rec in parsed:
                 keep(rec, cut=False)
             stats.bytes_read = end

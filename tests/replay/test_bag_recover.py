@@ -175,6 +175,23 @@ def test_complete_file_is_rewritten_whole_and_zeros_after_a_cut_stop_the_walk(
     assert messages(tmp_path / "fixed.mcap") == messages(src)[:stats.message_count]
 
 
+def test_a_damaged_chunk_is_skipped_and_the_walk_goes_on(tmp_path: Path) -> None:
+    src = tmp_path / "src.mcap"
+    write_mcap(src, "zstd")
+    data = bytearray(src.read_bytes())
+    original = messages(src)
+    chunks = chunk_message_counts(bytes(data))
+    start, end, n_bad = chunks[3]
+    data[end - 20] ^= 0xFF  # bit rot inside the chunk's compressed records
+    (tmp_path / "rot.mcap").write_bytes(bytes(data))
+    stats = recover_mcap(tmp_path / "rot.mcap", tmp_path / "fixed.mcap")
+    got = messages(tmp_path / "fixed.mcap")
+    before = sum(n for _, _, n in chunks[:3])
+    assert got == original[:before] + original[before + n_bad:]  # only that chunk is lost
+    assert stats.dropped == {"damaged record (skipped)": 1} and stats.complete
+    assert stats.damaged[0].startswith(f"opcode 0x06 at byte {start}")
+
+
 def test_messages_whose_channel_was_lost_are_counted_not_guessed(tmp_path: Path) -> None:
     src = tmp_path / "src.mcap"
     write_mcap(src, "none")
