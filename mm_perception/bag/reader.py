@@ -201,6 +201,12 @@ class BagSource:
         except Exception:  # informational only
             return "rosbag2"
 
+    def _corrupt(self, count: int, exc: Exception) -> str:
+        """The error for a read stopped by damage after ``count`` messages."""
+        hint = (" (`mm-perception recover` copies the intact chunks before and after the "
+                "damage into a new MCAP file)" if self.storage == "mcap" else "")
+        return f"bag is corrupt after {count} messages: {type(exc).__name__}: {exc}{hint}"
+
     @property
     def start_ns(self) -> int:
         return int(self._reader.start_time)
@@ -230,8 +236,7 @@ class BagSource:
                 last[conn.topic] = t
         except Exception as exc:
             stats.truncated = True
-            stats.errors.append(f"bag is corrupt after {sum(counts.values())} messages: "
-                                f"{type(exc).__name__}: {exc}")
+            stats.errors.append(self._corrupt(sum(counts.values()), exc))
         stats.read.update(counts)
         topics = rig.topics() if rig is not None else {}
         out = []
@@ -345,7 +350,7 @@ class BagSource:
             except StopIteration:
                 return
             except Exception as exc:  # corrupt chunk / bad ROS 1 record
-                msg = f"bag is corrupt after {count} messages: {type(exc).__name__}: {exc}"
+                msg = self._corrupt(count, exc)
                 LOG.error(msg)
                 if errors is not None:
                     errors.append(msg)
@@ -412,8 +417,7 @@ class BagSource:
                 return
             except Exception as exc:  # corrupt chunk / truncated file: keep what was read
                 stats.truncated = True
-                stats.errors.append(f"bag is corrupt after {count} messages: "
-                                    f"{type(exc).__name__}: {exc}")
+                stats.errors.append(self._corrupt(count, exc))
                 LOG.error("bag read stopped: %s", stats.errors[-1])
                 return
             count += 1

@@ -15,7 +15,11 @@ not installable from PyPI, so this is the same idea on the ``mcap`` Python libra
    decompressed and their CRCs checked by it): schemas, channels, messages, attachments and
    metadata are kept; indexes and statistics are rebuilt by the writer. A record that
    fails to parse although it fits its length (a chunk whose CRC does not match: bit rot,
-   a bad sector) is skipped, counted and named, and the walk goes on after it.
+   a bad sector) is skipped, counted and named, and the walk goes on after it. The records
+   inside a chunk are framed here too, each checked to fit in what is left of the chunk:
+   the library's chunk reader trusts their length fields, and a damaged one (in a chunk
+   without a CRC, as ``rosbags`` writes them) would turn the rest of the chunk into one
+   garbage payload; here the chunk is kept up to the damage, which is named.
 3. **The cut chunk**: its records are kept up to the last complete one when its compression
    can be decoded as a stream (none, ``zstd``, ``lz4``), so a killed recording loses at most
    the message that was being written, not the whole last chunk (up to a megabyte).
@@ -34,7 +38,6 @@ import io
 import mmap
 import struct
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +47,8 @@ from mm_perception.core.errors import BagError
 #: the MCAP magic, at the start of the file and after its footer
 MAGIC = b"\x89MCAP0\r\n"
 #: record opcodes used here (MCAP spec)
-_OP_FOOTER, _OP_CHUNK, _OP_LAST = 0x02, 0x06, 0x0F
+_OP_FOOTER, _OP_SCHEMA, _OP_CHANNEL, _OP_MESSAGE, _OP_CHUNK, _OP_LAST = (
+    0x02, 0x03, 0x04, 0x05, 0x06, 0x0F)
 #: opcode u8 + length u64
 _RECORD_HEAD = 9
 #: damaged records named in RecoverStats.damaged (the rest are only counted)
@@ -118,38 +122,87 @@ def is_truncated_mcap(path: str | Path) -> bool:
     return head == MAGIC and tail != MAGIC
 
 
-def _parse(record: bytes) -> list[Any]:
-    """The ``mcap`` records of one complete record's bytes (a chunk gives its contents).
+def _inner_records(data: bytes) -> tuple[list[Any], str | None]:
+    """Schemas, channels and messages of a chunk's (decompressed) records, each checked to
+    fit in what is left: the ``mcap`` library's chunk reader trusts the length fields, so a
+    damaged one would silently turn the rest of the chunk into one message's payload.
 
-    Raises:
-        ValueError: the record is damaged (it parses to nothing).
+    Returns:
+        The records up to the first that does not fit or parse, and what was wrong there
+        (None when every byte was read).
     """
-    from mcap.exceptions import EndOfFile
-    from mcap.stream_reader import StreamReader
+    from mcap.data_stream import ReadDataStream
+    from mcap.records import Channel, Message, Schema
 
     out: list[Any] = []
+    pos = 0
+    while pos < len(data):
+        if pos + _RECORD_HEAD > len(data):
+            return out, f"a record header cut at byte {pos} of {len(data)}"
+        opcode = data[pos]
+        (length,) = struct.unpack_from("<Q", data, pos + 1)
+        end = pos + _RECORD_HEAD + length
+        if end > len(data):
+            return out, (f"a record (opcode 0x{opcode:02x}) at byte {pos} claims {length} "
+                         f"bytes, {len(data) - pos - _RECORD_HEAD} are left")
+        stream = ReadDataStream(io.BytesIO(data[pos + _RECORD_HEAD:end]))
+        try:
+            if opcode == _OP_SCHEMA:
+                out.append(Schema.read(stream))
+            elif opcode == _OP_CHANNEL:
+                out.append(Channel.read(stream))
+            elif opcode == _OP_MESSAGE:
+                out.append(Message.read(stream, length))
+        except Exception as exc:  # fields that run past the record's own length
+            return out, (f"a record (opcode 0x{opcode:02x}) at byte {pos} does not parse: "
+                         f"{type(exc).__name__}: {exc}")
+        pos = end
+    return out, None
+
+
+def _parse(record: bytes) -> tuple[list[Any], str | None]:
+    """The ``mcap`` records of one complete top-level record (a chunk gives its contents,
+    CRC checked) and, for a chunk whose contents are damaged part-way, what was wrong.
+
+    Raises:
+        ValueError: the record is damaged (its fields run past its length).
+        Exception: whatever the ``mcap`` library raises for a damaged record (a CRC
+            mismatch, a compressed stream that does not decode).
+    """
+    from mcap.exceptions import EndOfFile
+    from mcap.records import Chunk
+    from mcap.stream_reader import StreamReader, get_chunk_data_stream
+
+    top: list[Any] = []
     try:
         # the reader expects a file: after the record it reads on and meets the end of the
         # bytes, which ends this record's parse (a footer is followed by the magic likewise)
-        for rec in StreamReader(io.BytesIO(record), skip_magic=True, emit_chunks=False,
+        for rec in StreamReader(io.BytesIO(record), skip_magic=True, emit_chunks=True,
                                 validate_crcs=True).records:
-            out.append(rec)
+            top.append(rec)
     except EndOfFile:
-        if not out:  # the record's own fields run past its length
+        if not top:  # the record's own fields run past its length
             raise ValueError("the record's fields run past its length") from None
-    return out
+    out: list[Any] = []
+    problem = None
+    for rec in top:
+        if isinstance(rec, Chunk):
+            stream, size = get_chunk_data_stream(rec, validate_crc=True)
+            inner, problem = _inner_records(stream.read(size))
+            out += inner
+        else:
+            out.append(rec)
+    return out, problem
 
 
-def _cut_chunk_records(body: bytes) -> Iterator[Any]:
+def _cut_chunk_records(body: bytes) -> list[Any]:
     """The complete records at the start of a chunk's body that the cut went through."""
-    from mcap.stream_reader import StreamReader
-
     if len(body) < _CHUNK_FIXED + 4:
-        return
+        return []
     (clen,) = struct.unpack_from("<I", body, _CHUNK_FIXED)
     start = _CHUNK_FIXED + 4 + clen + 8  # compression string, then the records' u64 length
     if len(body) <= start:
-        return
+        return []
     compression = body[_CHUNK_FIXED + 4:_CHUNK_FIXED + 4 + clen].decode("utf-8", "replace")
     data = body[start:]
     try:
@@ -162,18 +215,11 @@ def _cut_chunk_records(body: bytes) -> Iterator[Any]:
 
             data = lz4.frame.LZ4FrameDecompressor().decompress(data)
         elif compression != "":
-            return
+            return []
     except Exception:  # a stream cut in the middle of a block: nothing decodable
-        return
-    reader = StreamReader(io.BytesIO(data), skip_magic=True, emit_chunks=False)
-    it = iter(reader.records)
-    while True:
-        try:
-            yield next(it)
-        except StopIteration:
-            return
-        except Exception:  # the first incomplete record: the rest was never written
-            return
+        return []
+    # the first record that does not fit is where the cut is: nothing after it was written
+    return _inner_records(data)[0]
 
 
 def recover_mcap(source: str | Path, output: str | Path) -> RecoverStats:
@@ -289,7 +335,7 @@ def recover_mcap(source: str | Path, output: str | Path) -> RecoverStats:
                 continue
             record = bytes(buf[pos:end])
             try:
-                parsed = _parse(record)
+                parsed, problem = _parse(record)
             except Exception as exc:
                 # a damaged record inside an intact framing (a CRC mismatch, bit rot): it is
                 # skipped, counted and named, and the walk goes on to the records after it
@@ -297,7 +343,11 @@ def recover_mcap(source: str | Path, output: str | Path) -> RecoverStats:
                 if len(stats.damaged) < _MAX_NAMED:
                     stats.damaged.append(f"opcode 0x{opcode:02x} at byte {pos}: "
                                          f"{type(exc).__name__}: {exc}")
-                parsed = []
+                parsed, problem = [], None
+            if problem is not None:  # a chunk damaged part-way: its front is kept
+                dropped["damaged chunk (kept up to the damage)"] += 1
+                if len(stats.damaged) < _MAX_NAMED:
+                    stats.damaged.append(f"chunk at byte {pos}: {problem}")
             for rec in parsed:
                 keep(rec, cut=False)
             stats.bytes_read = end

@@ -192,6 +192,33 @@ def test_a_damaged_chunk_is_skipped_and_the_walk_goes_on(tmp_path: Path) -> None
     assert stats.damaged[0].startswith(f"opcode 0x06 at byte {start}")
 
 
+def test_a_damaged_length_inside_a_chunk_never_becomes_a_message(
+        make_bag: Callable[..., Path], tmp_path: Path) -> None:
+    # the synthetic bags' chunks carry no CRC, so a damaged length field inside one is only
+    # seen by checking every record against what is left of its chunk
+    bag = make_bag("mcap", duration_s=1.5)
+    src = next(bag.glob("*.mcap"))
+    data = bytearray(src.read_bytes())
+    original = messages(src)
+    chunks = chunk_message_counts(bytes(data))
+    k = len(chunks) // 2
+    start, _, n_k = chunks[k]
+    assert n_k >= 3
+    (clen,) = struct.unpack_from("<I", data, start + 9 + 28)
+    pos = start + 9 + 32 + clen + 8  # the chunk's first inner record
+    for _ in range(2):  # to its third message (a middle chunk holds messages only)
+        assert data[pos] == 0x05
+        pos += 9 + struct.unpack_from("<Q", data, pos + 1)[0]
+    struct.pack_into("<Q", data, pos + 1, 2**40)
+    (tmp_path / "bad.mcap").write_bytes(bytes(data))
+    stats = recover_mcap(tmp_path / "bad.mcap", tmp_path / "fixed.mcap")
+    before = sum(n for _, _, n in chunks[:k])
+    assert messages(tmp_path / "fixed.mcap") == (original[:before + 2]
+                                                 + original[before + n_k:])
+    assert stats.dropped == {"damaged chunk (kept up to the damage)": 1}
+    assert "claims 1099511627776 bytes" in stats.damaged[0]
+
+
 def test_messages_whose_channel_was_lost_are_counted_not_guessed(tmp_path: Path) -> None:
     src = tmp_path / "src.mcap"
     write_mcap(src, "none")

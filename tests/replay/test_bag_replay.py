@@ -168,7 +168,16 @@ def test_corrupt_chunk_stops_cleanly_keeping_what_came_before(
     assert 0 < summary["sets"] < 10  # the sets before the damage are kept
 
     assert main(["info", str(bag)]) == 1
-    assert "bag is corrupt after" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "bag is corrupt after" in out and "mm-perception recover" in out
+    # recover keeps the chunks after the damaged one too
+    fixed = tmp_path / "fixed.mcap"
+    assert main(["recover", str(bag), "--out", str(fixed)]) == 0
+    assert "damaged: chunk at byte" in capsys.readouterr().out
+    assert main(["replay", str(fixed), "--rig", str(rig_path), "--offline",
+                 "--out", str(tmp_path / "o2")]) == 0
+    fixed_summary = json.loads((tmp_path / "o2" / "replay_summary.json").read_text())
+    assert fixed_summary["sets"] > summary["sets"]
 
 
 def test_truncated_file_is_a_clear_error(make_bag: Callable[..., Path], rig_path: Path,
