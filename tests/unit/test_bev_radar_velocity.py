@@ -60,7 +60,13 @@ def test_left_alone_when_the_radar_cannot_tell() -> None:
     assert refine_velocity([o], returns(o, v))[0] is o
     o = obj(25.0, 0.0, 0.0)
     r = returns(o, np.array([6.0, 0.0]))
-    assert refine_velocity([o], r[:1])[0] is o  # fewer than min_returns
+    two = RadarVelocityConfig(min_returns=2)
+    assert refine_velocity([o], r[:1], two)[0] is o  # fewer than min_returns
+    # by default one return is enough: its radial velocity over the cosine
+    (single,) = refine_velocity([o], r[:1])
+    u = r[0, :2] / np.linalg.norm(r[0, :2])
+    assert single.velocity is not None
+    np.testing.assert_allclose(single.velocity[:2], [r[0, 3] / u[0], 0.0], rtol=1e-5)
     ped = obj(10.0, 0.0, 0.0, ObjectClass.PEDESTRIAN, 0.6, 0.6)
     assert refine_velocity([ped], returns(ped, np.array([1.5, 0.0]), n=4))[0] is ped
     off = RadarVelocityConfig(enabled=False)
