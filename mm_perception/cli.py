@@ -3,6 +3,7 @@
 Sub-commands::
 
     mm-perception info BAG [--rig RIG.yaml] [--json]
+    mm-perception recover BAG --out FIXED.mcap [--json]   (a cut MCAP recording)
     mm-perception replay BAG [--rig RIG.yaml] [--rate R] [--loop] [--start S] [--offline]
                              [--out DIR]
     mm-perception synth-bag --rig RIG.yaml --out BAG [--duration S] [--seed N]
