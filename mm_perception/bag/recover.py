@@ -235,10 +235,13 @@ def recover_mcap(source: str | Path, output: str | Path) -> RecoverStats:
 
     Raises:
         BagError: ``source`` is missing or not an MCAP file (no magic), ``output`` exists,
-            is the source or does not end in ``.mcap``.
+            is the source or does not end in ``.mcap``; the ``mcap`` package is missing.
     """
-    from mcap.records import Attachment, Channel, Footer, Header, Message, Metadata, Schema
-    from mcap.writer import CompressionType, Writer
+    try:
+        from mcap.records import Attachment, Channel, Footer, Header, Message, Metadata, Schema
+        from mcap.writer import CompressionType, Writer
+    except ImportError as exc:  # installed by scripts/setup.sh; a bare pip install may lack it
+        raise BagError(f"recover needs the 'mcap' package (pip install mcap): {exc}") from exc
 
     src, dst = Path(source), Path(output)
     if not src.is_file():

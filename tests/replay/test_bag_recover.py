@@ -234,6 +234,17 @@ def test_messages_whose_channel_was_lost_are_counted_not_guessed(tmp_path: Path)
     assert stats.message_count == 0 and stats.dropped["message without its channel"] > 0
 
 
+def test_without_the_mcap_package_the_error_says_so(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    src = tmp_path / "src.mcap"
+    write_mcap(src, "none")
+    monkeypatch.setitem(sys.modules, "mcap.records", None)  # import fails
+    with pytest.raises(BagError, match="pip install mcap"):
+        recover_mcap(src, tmp_path / "o.mcap")
+
+
 def test_bad_arguments_are_clear_errors(tmp_path: Path) -> None:
     src = tmp_path / "src.mcap"
     write_mcap(src, "none")
