@@ -238,7 +238,7 @@ def recover_mcap(source: str | Path, output: str | Path) -> RecoverStats:
             is the source or does not end in ``.mcap``; the ``mcap`` package is missing.
     """
     try:
-        from mcap.records import Attachment, Channel, Footer, Header, Message, Metadata, Schema
+        from mcap.records import Attachment, Channel, Header, Message, Metadata, Schema
         from mcap.writer import CompressionType, Writer
     except ImportError as exc:  # installed by scripts/setup.sh; a bare pip install may lack it
         raise BagError(f"recover needs the 'mcap' package (pip install mcap): {exc}") from exc
@@ -355,7 +355,7 @@ def recover_mcap(source: str | Path, output: str | Path) -> RecoverStats:
                 keep(rec, cut=False)
             stats.bytes_read = end
             pos = end
-            if opcode == _OP_FOOTER or any(isinstance(r, Footer) for r in parsed):
+            if opcode == _OP_FOOTER:  # a footer is a top-level record only
                 stats.complete = True
                 stats.stop_reason = "footer"
                 break

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from mm_perception.core.errors import ConfigError
+from mm_perception.core.types import ObjectClass
 
 
 def is_real(value: Any) -> bool:
@@ -42,4 +43,18 @@ def check_numbers(config: Any, names: Iterable[str], may_be_zero: Iterable[str] 
         object.__setattr__(config, name, float(value))
 
 
-__all__ = ["check_numbers", "is_real"]
+def object_classes(values: Any, key: str) -> tuple[ObjectClass, ...]:
+    """A config's class list (names such as ``"car"`` or ObjectClass members) as a tuple of
+    :class:`ObjectClass`.
+
+    Raises:
+        ConfigError: naming ``key``, for a value that is not a sequence of class names.
+    """
+    try:
+        return tuple(ObjectClass(c) for c in values)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be class names from "
+                          f"{[c.value for c in ObjectClass]}, got {values!r}") from None
+
+
+__all__ = ["check_numbers", "is_real", "object_classes"]

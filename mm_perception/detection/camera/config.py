@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from mm_perception.core.checks import is_real
+from mm_perception.core.checks import is_real, object_classes
 from mm_perception.core.errors import ConfigError
 from mm_perception.core.types import ObjectClass
 
@@ -97,11 +97,7 @@ class CameraDetectorConfig:
             if getattr(self, name) % stride:
                 raise ConfigError(f"CameraDetectorConfig.{name} must be a multiple of "
                                   f"output_stride ({stride}), got {getattr(self, name)!r}")
-        try:
-            classes = tuple(ObjectClass(c) for c in self.classes)
-        except (TypeError, ValueError):
-            raise ConfigError(f"CameraDetectorConfig.classes must be ObjectClass values, got "
-                              f"{self.classes!r}") from None
+        classes = object_classes(self.classes, "CameraDetectorConfig.classes")
         if not classes or len(set(classes)) != len(classes) or ObjectClass.UNKNOWN in classes:
             raise ConfigError(f"CameraDetectorConfig.classes must be unique, non-empty and "
                               f"without 'unknown' (the background), got "

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import numpy.typing as npt
 
-from mm_perception.core.checks import check_numbers
+from mm_perception.core.checks import check_numbers, object_classes
 from mm_perception.core.errors import ConfigError
 from mm_perception.core.geometry import points_in_boxes_bev
 from mm_perception.core.types import DetectedObject, ObjectClass
@@ -81,13 +81,8 @@ class RadarVelocityConfig:
         if not isinstance(self.enabled, bool):
             raise ConfigError(f"RadarVelocityConfig.enabled must be a bool, got "
                               f"{self.enabled!r}")
-        try:
-            classes = tuple(ObjectClass(c) for c in self.classes)
-        except (TypeError, ValueError):
-            raise ConfigError(f"RadarVelocityConfig.classes must be class names from "
-                              f"{[c.value for c in ObjectClass]}, got "
-                              f"{self.classes!r}") from None
-        object.__setattr__(self, "classes", classes)
+        object.__setattr__(self, "classes",
+                           object_classes(self.classes, "RadarVelocityConfig.classes"))
         check_numbers(self, ("box_margin_m", "min_rms_cos", "max_residual_mps"),
                       may_be_zero=("box_margin_m", "min_rms_cos"))
         if self.min_rms_cos > 1.0:
