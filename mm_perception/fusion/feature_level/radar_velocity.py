@@ -140,11 +140,14 @@ def refine_velocity(objects: Sequence[DetectedObject], radar: F32,
             raise ValueError(f"origins must be ({len(pts)}, 3) like the radar returns, got "
                              f"{org.shape}")
         org = org[:, :2]
+    if not cfg.enabled or not objects:
+        return list(objects)
     ok = np.all(np.isfinite(pts[:, :4]), axis=1) & np.all(np.isfinite(org), axis=1)
     pts, org = pts[ok], org[ok]
     rng = np.hypot(pts[:, 0] - org[:, 0], pts[:, 1] - org[:, 1])
-    pts, org, rng = pts[rng > 1e-3], org[rng > 1e-3], rng[rng > 1e-3]
-    if not cfg.enabled or not len(pts) or not objects:
+    far = rng > 1e-3  # a return at the radar itself has no line of sight
+    pts, org, rng = pts[far], org[far], rng[far]
+    if not len(pts):
         return list(objects)
     u = (pts[:, :2] - org) / rng[:, None]
     boxes = [o.box for o in objects]
