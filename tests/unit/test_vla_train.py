@@ -467,6 +467,46 @@ def test_init_weights_start_from_a_trained_policy(trained: tuple[Path, dict[str,
                             **_train_kw(encoder), init_weights=out)
 
 
+def _mean_lateral_end(folder: Path, data: DemoDataset) -> float:
+    """Mean |y| of the last waypoint (m) the policy of ``folder`` predicts on every sample."""
+    net, _ = load_weights(folder)
+    with torch.inference_mode():
+        pred = net(*(data.batch(np.arange(len(data)))[k] for k in INPUT_NAMES))
+    return float(pred[:, -1, 1].abs().mean())
+
+
+def test_a_teacher_holds_the_policy_where_it_was(demo_dir: Path, encoder: TextEncoder,
+                                                 tmp_path: Path) -> None:
+    # the teacher: an untrained policy (one epoch at a vanishing lr), which drives straight
+    # on; the labels turn
+    train_mod.train_vla(CFG, demo_dir, tmp_path / "straight", **{
+        **_train_kw(encoder), "epochs": 1, "lr": 1e-12}, export=False)
+    data = DemoDataset(demo_dir, CFG, text_encoder=encoder)
+    assert _mean_lateral_end(tmp_path / "straight", data) < 0.01
+    kw = {**_train_kw(encoder), "epochs": 4}
+    free = train_mod.train_vla(CFG, demo_dir, tmp_path / "free", **kw, export=False)
+    held = train_mod.train_vla(CFG, demo_dir, tmp_path / "held", **kw, export=False,
+                               teacher_weights=tmp_path / "straight", teacher_weight=20.0)
+    free_y = _mean_lateral_end(tmp_path / "free", data)
+    held_y = _mean_lateral_end(tmp_path / "held", data)
+    # without the teacher the policy starts to learn the turns (the labels' mean is ~10 m;
+    # 4 epochs of the tiny net reach ~0.4); with a heavy one it stays near straight (~0.08)
+    assert free_y > 0.2, free_y
+    assert held_y < 0.4 * free_y, (held_y, free_y)
+    assert "teacher_loss" not in free["epochs"][0]
+    assert all(math.isfinite(e["teacher_loss"]) and e["teacher_loss"] > 0
+               for e in held["epochs"])
+    assert held["args"]["teacher_weights"] == str(tmp_path / "straight")
+    with pytest.raises(ConfigError, match="teacher"):
+        train_mod.train_vla(CFG, demo_dir, tmp_path / "x", **kw, teacher_weight=1.0)
+    with pytest.raises(ConfigError, match="teacher"):
+        train_mod.train_vla(CFG, demo_dir, tmp_path / "x", **kw,
+                            teacher_weights=tmp_path / "straight")
+    with pytest.raises(ConfigError, match="other features"):
+        train_mod.train_vla(replace(CFG, max_objects=5), demo_dir, tmp_path / "x", **kw,
+                            teacher_weights=tmp_path / "straight", teacher_weight=1.0)
+
+
 def test_keep_last_writes_the_last_epoch_not_the_best(demo_dir: Path, encoder: TextEncoder,
                                                      tmp_path: Path) -> None:
     # a learning rate that makes the second epoch worse than the first on validation
