@@ -432,6 +432,8 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
     torch.manual_seed(seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # a teacher that cannot serve is refused before the data are read
+    teacher = _load_teacher(teacher_weights, config) if teacher_weights is not None else None
     data = DemoDataset(data_dir, config, text_encoder=text_encoder, language=config.language,
                        reword=reword)
     train_idx, val_idx = split_indices(data.episode_index, val_fraction, seed)
@@ -455,7 +457,6 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
                               "fine-tuning needs the same one (or the same without "
                               "object_film or task_token)")
         net.load_state_dict(init_net.state_dict(), strict=not grown)
-    teacher = _load_teacher(teacher_weights, config) if teacher_weights is not None else None
     # with a task token the probe is the network's own task head, in its kind order
     kind_index, kinds = kind_labels(data.meta, TASK_KINDS if config.task_token else None)
     # the grounding measures need instructions that differ (module docstring)
