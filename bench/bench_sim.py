@@ -7,6 +7,7 @@ factor (simulated seconds per wall second) of the simulation alone and of record
 and how the time splits between the sensors.
 
     .venv/bin/python bench/bench_sim.py [--duration 20] [--scenario highway] [--json out.json]
+        [--without camera lidar radar]      # leave sensors out: what each one costs
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import os
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "osmesa")
 
 from mm_perception.core.calibration import Rig
+from mm_perception.core.types import SensorKind
 from mm_perception.sim.library import load_scenario
 from mm_perception.sim.recorder import record_scenario
 from mm_perception.sim.simulator import SimConfig, Simulator
@@ -74,12 +77,19 @@ def main() -> None:
     parser.add_argument("--skip-record", action="store_true", help="only the simulation")
     parser.add_argument("--no-gt-images", action="store_true",
                         help="do not render the ground-truth depth / instance images")
+    parser.add_argument("--without", nargs="+", default=[], metavar="KIND",
+                        choices=[k.value for k in SensorKind if k is not SensorKind.ODOMETRY],
+                        help="leave the rig's sensors of these kinds out (what each costs)")
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args()
 
     rig = Rig.from_yaml(args.rig)
+    if args.without:
+        rig = replace(rig, sensors={name: spec for name, spec in rig.sensors.items()
+                                    if spec.kind.value not in args.without})
     scenario = load_scenario(args.scenario, args.seed)
     results: dict[str, object] = {"scenario": args.scenario, "seed": args.seed,
+                                  "without": args.without,
                                   "agents": len(scenario.agents), "duration_s": args.duration}
     config = SimConfig(camera_depth=not args.no_gt_images,
                        camera_instance=not args.no_gt_images)

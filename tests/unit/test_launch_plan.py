@@ -94,12 +94,18 @@ def fake_launch(monkeypatch: pytest.MonkeyPatch) -> dict[str, type]:
         monkeypatch.setitem(sys.modules, module_name, module)
     sys.modules["launch.substitutions"].LaunchConfiguration = (  # type: ignore[attr-defined]
         _LaunchConfiguration)
-    # lifecycle_msgs/msg/Transition.msg: TRANSITION_CONFIGURE = 1, TRANSITION_ACTIVATE = 3
-    msgs = types.ModuleType("lifecycle_msgs.msg")
-    msgs.Transition = type("Transition", (), {  # type: ignore[attr-defined]
-        "TRANSITION_CONFIGURE": 1, "TRANSITION_ACTIVATE": 3})
-    monkeypatch.setitem(sys.modules, "lifecycle_msgs", types.ModuleType("lifecycle_msgs"))
-    monkeypatch.setitem(sys.modules, "lifecycle_msgs.msg", msgs)
+    # the real lifecycle_msgs where ROS is installed: a stand-in package without its
+    # ``srv`` module would break a later ``import rclpy.lifecycle`` in the same test (it
+    # failed so when this file ran before any other test had imported rclpy.lifecycle)
+    try:
+        importlib.import_module("lifecycle_msgs.msg")
+    except ImportError:
+        # lifecycle_msgs/msg/Transition.msg: TRANSITION_CONFIGURE = 1, TRANSITION_ACTIVATE = 3
+        msgs = types.ModuleType("lifecycle_msgs.msg")
+        msgs.Transition = type("Transition", (), {  # type: ignore[attr-defined]
+            "TRANSITION_CONFIGURE": 1, "TRANSITION_ACTIVATE": 3})
+        monkeypatch.setitem(sys.modules, "lifecycle_msgs", types.ModuleType("lifecycle_msgs"))
+        monkeypatch.setitem(sys.modules, "lifecycle_msgs.msg", msgs)
     return classes
 
 
