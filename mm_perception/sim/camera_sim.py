@@ -224,8 +224,7 @@ class CameraSim:
             raise ConfigError("CameraSim needs a world with one sky box of one colour "
                               "(as MujocoWorld builds it)")
         self._sky_rgb = sky_rgb
-        self._sky_img = np.empty((h, w, 3), dtype=np.uint8)  # the sky colour everywhere
-        self._sky_img[:] = sky_rgb
+        self._sky_img = np.full((h, w, 3), sky_rgb, dtype=np.uint8)  # the sky everywhere
         self._free_cam = mujoco.MjvCamera()
         mujoco.mjv_defaultFreeCamera(model, self._free_cam)
         flags = self._scene.flags

@@ -313,6 +313,31 @@ def test_language_dropout_drops_only_parameter_free_sentences_and_forces_the_kin
     assert 0.3 < float(dropped[free].float().mean()) < 0.7  # about half of the others
 
 
+def test_a_task_token_teacher_is_given_the_kind_the_policy_is_given(
+        encoder: TextEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data_dir = tmp_path / "kinds"
+    _kind_demos(data_dir)
+    cfg = replace(CFG, task_token=True)
+    kw = {**_train_kw(encoder), "epochs": 1, "kind_weight": 1.0}
+    train_mod.train_vla(cfg, data_dir, tmp_path / "teacher", **kw, export=False)
+    calls: list[tuple[bool, torch.Tensor | None]] = []
+    real = train_mod._forward
+
+    def spy(net: Any, batch: dict[str, torch.Tensor], task_kind: Any = None) -> torch.Tensor:
+        calls.append((net.training, task_kind))
+        return real(net, batch, task_kind)
+
+    monkeypatch.setattr(train_mod, "_forward", spy)
+    train_mod.train_vla(cfg, data_dir, tmp_path / "student", **kw, export=False,
+                        teacher_weights=tmp_path / "teacher", teacher_weight=1.0)
+    # in training, each policy call is followed by the frozen teacher's on the same batch
+    pairs = [(calls[i], calls[i + 1]) for i in range(len(calls) - 1)
+             if calls[i][0] and not calls[i + 1][0] and calls[i][1] is not None]
+    assert pairs
+    for (_, student_kind), (_, teacher_kind) in pairs:
+        assert teacher_kind is not None and torch.equal(student_kind, teacher_kind)
+
+
 def test_the_task_token_learns_to_drive_the_kind_without_the_sentence(
         trained: tuple[Path, dict[str, Any]], encoder: TextEncoder, tmp_path: Path) -> None:
     data_dir = tmp_path / "kinds"

@@ -577,8 +577,11 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
             pred = _forward(net, batch, task_kind)
             loss = chunk_loss(net, pred, batch["targets"], huber_delta, speed_weight)
             if teacher is not None:
+                # same inputs: a task-token teacher gets the true kind where the policy
+                # does (``task_kind`` indexes TASK_KINDS only then), else reads its own head
                 with torch.no_grad():
-                    taught = _forward(teacher, batch)
+                    taught = _forward(teacher, batch,
+                                      task_kind if teacher.config.task_token else None)
                 teacher_loss = chunk_loss(net, pred, taught, huber_delta, speed_weight)
                 teacher_total += float(teacher_loss.detach())
                 loss = loss + teacher_weight * teacher_loss
