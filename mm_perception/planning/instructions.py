@@ -382,6 +382,41 @@ def parse_instruction(text: str) -> Task | None:
     return None
 
 
+#: a speed written in an instruction: a number, then a unit of speed. Units (any case):
+#: m/s, mps, metre(s)/meter(s) per/a/an second/sec; km/h, kmh, kph, km/hr, k(ilo)m(etre)s
+#: per/a/an hour; mph, mile(s) per/an hour. The number may be negative (it is clipped by the
+#: caller) and use a decimal point or comma.
+_SPEED_PATTERN = re.compile(
+    r"(?<![\w.])(?P<num>[-+]?\d+(?:[.,]\d+)?)\s*"
+    r"(?:(?P<mps>m\s*/\s*s|mps|(?:metres?|meters?|m)\s+(?:per|an?)\s+sec(?:ond)?s?)"
+    r"|(?P<kmh>km\s*/\s*hr?|kmh|kph|(?:km|kms|kilometres?|kilometers?|k)\s+(?:per|an?)\s+"
+    r"(?:hour|hr)s?)"
+    r"|(?P<mph>mph|miles?\s+(?:per|an?)\s+(?:hour|hr)))(?![\w/])", re.IGNORECASE)
+#: unit -> m/s factor of :data:`_SPEED_PATTERN`'s groups
+_SPEED_UNITS = {"mps": 1.0, "kmh": 1.0 / 3.6, "mph": 0.44704}
+
+
+def instruction_speed(text: str) -> float | None:
+    """The speed an instruction names, m/s, or None when it names none.
+
+    Any sentence, not only the suite's wordings: a number followed by a unit of
+    speed (see :data:`_SPEED_PATTERN`: m/s, km/h, kph, mph and their spelled-out forms)
+    counts, the *last* such mention when there are several ("from 50 km/h down to 30
+    km/h" names 30 km/h: a change of speed is written towards its target). Numbers without
+    a unit ("lane 2", "the 3rd exit") and units without a number are not speeds. The value
+    is returned as written (a negative or an absurd speed is the caller's to bound; the
+    VLA clips it to its head's speed range).
+    """
+    found = None
+    for m in _SPEED_PATTERN.finditer(text):
+        found = m
+    if found is None:
+        return None
+    unit = next(k for k in _SPEED_UNITS if found.group(k) is not None)
+    value = float(found.group("num").replace(",", "."))
+    return value * _SPEED_UNITS[unit]
+
+
 #: longest instruction a planner is given, characters. The VLA's text encoder reads at most
 #: 64 tokens (a few hundred characters of English), so nothing beyond this can change what
 #: it does; and every distinct string becomes a key of the per-string embedding cache, which
@@ -452,5 +487,5 @@ def clean_instruction(raw: str | bytes | bytearray | None,
 
 
 __all__ = ["COLOURS", "HELDOUT_PER_KIND", "MAX_INSTRUCTION_CHARS", "PARAMETRIC_KINDS", "SPLITS",
-           "TARGET_CLASSES", "Task", "TaskKind", "clean_instruction", "parse_instruction",
-           "phrasings", "render_instruction"]
+           "TARGET_CLASSES", "Task", "TaskKind", "clean_instruction", "instruction_speed",
+           "parse_instruction", "phrasings", "render_instruction"]

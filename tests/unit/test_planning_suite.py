@@ -16,6 +16,7 @@ from mm_perception.planning.instructions import (
     TARGET_CLASSES,
     Task,
     TaskKind,
+    instruction_speed,
     parse_instruction,
     phrasings,
     render_instruction,
@@ -111,6 +112,33 @@ def test_other_sentences_do_not_parse() -> None:
                  "stop behind the red tank", "Turn left", "drive at 999 km/h",
                  "stop behind the red bus now"):
         assert parse_instruction(text) is None, text
+
+
+def test_instruction_speed_reads_a_number_with_a_unit_in_any_wording() -> None:
+    # every follow_speed wording of both splits names its speed; no other task names one
+    for kind in TaskKind:
+        task = (Task(kind, speed_mps=7.5) if kind is TaskKind.FOLLOW_SPEED else
+                Task(kind, target_colour="red", target_class="truck")
+                if kind is TaskKind.STOP_BEHIND else Task(kind))
+        for split in ("train", "heldout"):
+            for i in range(len(phrasings(kind, split))):
+                text = render_instruction(task, i, split)
+                got = instruction_speed(text)
+                if kind is TaskKind.FOLLOW_SPEED:  # whole km/h: 27 km/h = 7.5 m/s
+                    assert got == pytest.approx(7.5, abs=0.15), text
+                else:
+                    assert got is None, text
+    cases = {"go 10 m/s": 10.0, "Drive at 36 KM/H": 10.0, "go 5m/s": 5.0,
+             "at 2,5 metres per second": 2.5, "18 kilometers an hour": 5.0,
+             "36 kph": 10.0, "72 kmh": 20.0, "do 10 mph": 4.4704,
+             "twenty miles an hour or 20 miles per hour": 20 * 0.44704,
+             "slow from 50 km/h down to 18 km/h": 5.0,  # the last mention: the target
+             "drive at 200 km/h": 200 / 3.6, "go -5 m/s": -5.0,
+             "take lane 2": None, "the 3 ms delay": None, "turn at 5": None,
+             "km/h": None, "go fast": None, "": None, "v2.5 m/s": None}
+    for text, want in cases.items():
+        got = instruction_speed(text)
+        assert (got is None) if want is None else got == pytest.approx(want), text
 
 
 def test_bad_tasks_and_splits_are_rejected() -> None:

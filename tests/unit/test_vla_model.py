@@ -42,12 +42,13 @@ from mm_perception.planning.vla.export import (
     example_feeds,
     export_onnx,
     export_text_onnx,
+    io_specs,
     onnx_backend,
     text_onnx_backend,
     torch_backend,
 )
 from mm_perception.planning.vla.model import VLAPolicyNet, parameter_count
-from mm_perception.planning.vla.processor import FEATURE_NAMES, INPUT_NAMES, VLAProcessor
+from mm_perception.planning.vla.processor import FEATURE_NAMES, VLAProcessor, input_names
 from mm_perception.planning.vla.text import TextEncoder
 
 torch.set_num_threads(1)
@@ -267,12 +268,46 @@ def _feeds(cfg: VLAConfig, batch: int = 2) -> dict[str, torch.Tensor]:
 def test_forward_shape_and_untrained_policy_is_the_constant_speed_prior() -> None:
     net = VLAPolicyNet(TINY).eval()
     feeds = _feeds(TINY, 3)
-    out = net(*(feeds[k] for k in INPUT_NAMES))
+    out = net(*(feeds[k] for k in input_names(net.config)))
     assert out.shape == (3, TINY.horizon, 3) and out.dtype == torch.float32
     v0 = feeds["ego"][:, 0].clamp(min=0) * TINY.velocity_scale_mps
     times = torch.tensor(TINY.chunk.times_s, dtype=torch.float32)
     torch.testing.assert_close(out[..., 0], v0[:, None] * times)
     assert not out[..., 1].any()
+
+
+def test_speed_cue_is_the_named_speed_clipped_and_scaled() -> None:
+    proc = VLAProcessor(replace(TINY, speed_cue=True))
+    c = proc.config
+    for text, want in {"adjust to 5 m/s and keep going": [5.0 / c.velocity_scale_mps, 1.0],
+                       "drive at 200 km/h": [c.head_max_speed_mps / c.velocity_scale_mps, 1.0],
+                       "go -3 m/s": [0.0, 1.0], "turn left": [0.0, 0.0], "": [0.0, 0.0],
+                       "go " + "9" * 400 + " m/s": [0.0, 0.0]}.items():  # inf: no speed
+        cue = proc.speed_cue(text)
+        assert cue.dtype == np.float32 and cue.shape == (2,)
+        np.testing.assert_allclose(cue, want, rtol=1e-6, err_msg=text)
+
+
+def test_speed_cue_grows_as_the_identity_and_then_sets_the_speed() -> None:
+    plain = _random_head(VLAPolicyNet(replace(TINY, action_head="waypoints")), seed=1).eval()
+    cfg = replace(plain.config, speed_cue=True)
+    assert input_names(plain.config) == input_names(cfg)[:-1]
+    assert input_names(cfg)[-1] == "speed_cue"
+    net = VLAPolicyNet(cfg)
+    missing = net.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith("speed_mlp.") for k in missing)
+    net.eval()
+    feeds = _feeds(cfg, 3)
+    with torch.no_grad():  # the cue's zero last layer: exactly the policy it grew from
+        torch.testing.assert_close(net(*(feeds[k] for k in input_names(cfg))),
+                                   plain(*(feeds[k] for k in input_names(plain.config))),
+                                   rtol=0, atol=0)
+        net.speed_mlp[-1].weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(0))
+        slow = net(*(feeds[k] for k in input_names(cfg)))
+        feeds["speed_cue"][:, 0] += 0.5
+        assert (net(*(feeds[k] for k in input_names(cfg))) - slow).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="speed_cue"):
+        net(*(feeds[k] for k in input_names(plain.config)))
 
 
 def test_object_film_makes_object_tokens_depend_on_the_instruction() -> None:
@@ -303,7 +338,7 @@ def test_task_token_is_the_task_heads_choice_unless_the_kind_is_given() -> None:
     net = _random_head(VLAPolicyNet(cfg), seed=1).eval()
     assert net.task_embed is not None and net.task_head is not None
     feeds = _feeds(cfg, 4)
-    args = [feeds[k] for k in INPUT_NAMES]
+    args = [feeds[k] for k in input_names(net.config)]
     # zero kind embeddings (as built): the policy is the one without the token's content
     same_kind = net(*args, task_kind=torch.zeros(4, dtype=torch.int64))
     torch.testing.assert_close(net(*args), same_kind)
@@ -330,7 +365,7 @@ def test_masked_tokens_do_not_change_the_output() -> None:
 
     def run(f: dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.no_grad():
-            return net(*(f[k] for k in INPUT_NAMES))
+            return net(*(f[k] for k in input_names(net.config)))
 
     ref = run(feeds)
     changed = {k: v.clone() for k, v in feeds.items()}
@@ -369,7 +404,7 @@ def _chunks_rejected(head: str, seeds: range) -> tuple[int, int, set[str]]:
         speeds = torch.linspace(0.0, 14.5, 8)
         feeds["ego"][:, 0] = speeds / cfg.velocity_scale_mps
         with torch.no_grad():
-            out = net(*(feeds[k] for k in INPUT_NAMES)).numpy()
+            out = net(*(feeds[k] for k in input_names(net.config))).numpy()
         for i in range(8):
             ego = _ego(v=float(speeds[i]))
             traj = proc.decode(out[i], ego, "vla")
@@ -427,15 +462,20 @@ def test_default_network_is_small() -> None:
 
 
 # ---------------------------------------------------------------------------- ONNX
-@pytest.mark.parametrize(("head", "task_token"), [("kinematic", False), ("waypoints", False),
-                                                  ("kinematic", True)])
+@pytest.mark.parametrize(("head", "token_or_cue"), [("kinematic", ""), ("waypoints", ""),
+                                                    ("kinematic", "task_token"),
+                                                    ("kinematic", "speed_cue")])
 def test_policy_onnx_matches_torch_and_a_corrupt_file_is_refused(tmp_path: Path, head: str,
-                                                                 task_token: bool) -> None:
-    cfg = replace(TINY, action_head=head, task_token=task_token)
+                                                                 token_or_cue: str) -> None:
+    cfg = replace(TINY, action_head=head, task_token=token_or_cue == "task_token",
+                  speed_cue=token_or_cue == "speed_cue")
     net = _random_head(VLAPolicyNet(cfg), seed=1)
-    if net.task_embed is not None:  # kind embeddings that matter (they start at zero)
-        with torch.no_grad():
+    with torch.no_grad():  # the layers that start at zero, made to matter
+        if net.task_embed is not None:
             net.task_embed.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(2))
+        if net.speed_mlp is not None:
+            net.speed_mlp[-1].weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(2))
+    assert [s.name for s in io_specs(cfg)[0]] == list(input_names(cfg))
     path = export_onnx(net, tmp_path / "vla.onnx")
     ort = onnx_backend(cfg, path)
     feeds = [example_feeds(cfg, 1, seed=4), example_feeds(cfg, 5, seed=5)]

@@ -22,7 +22,14 @@ import torch
 from mm_perception.core.errors import ConfigError
 from mm_perception.core.geometry import SE3
 from mm_perception.core.types import EgoState
-from mm_perception.planning.instructions import TaskKind, phrasings
+from mm_perception.planning.instructions import (
+    Task,
+    TaskKind,
+    instruction_speed,
+    parse_instruction,
+    phrasings,
+    render_instruction,
+)
 from mm_perception.planning.observation import (
     LanePolyline,
     Planner,
@@ -35,6 +42,8 @@ from mm_perception.planning.vla import train as train_mod
 from mm_perception.planning.vla.config import NO_LANGUAGE_INSTRUCTION, TASK_KINDS, VLAConfig
 from mm_perception.planning.vla.dataset import (
     FEATURES_FILE,
+    RESPEED_GRID_MPS,
+    RESPEED_MIN_GAP_MPS,
     TEXT_CACHE_FILE,
     DemoDataset,
     DemoWriter,
@@ -42,7 +51,7 @@ from mm_perception.planning.vla.dataset import (
 )
 from mm_perception.planning.vla.export import PARITY_ATOL, example_feeds
 from mm_perception.planning.vla.policy import load_vla, load_weights
-from mm_perception.planning.vla.processor import INPUT_NAMES, VLAProcessor
+from mm_perception.planning.vla.processor import INPUT_NAMES, VLAProcessor, input_names
 from mm_perception.planning.vla.text import TextEncoder
 from mm_perception.runtime import RuntimeConfig
 
@@ -179,6 +188,146 @@ def test_rewording_draws_only_training_wordings_of_the_same_task(
     assert DemoDataset(odd, CFG, text_encoder=encoder, reword=True).wordings == 1
     assert DemoDataset(demo_dir, CFG, text_encoder=encoder, reword=True,
                        language=False).wordings == 1
+
+
+def _speed_demos(out: Path, cfg: VLAConfig) -> dict[str, float]:
+    """Demonstrations of two follow_speed wordings and "turn left" (4 samples each);
+    returns the speed of each follow_speed instruction, m/s."""
+    speeds = {render_instruction(Task(TaskKind.FOLLOW_SPEED, speed_mps=v), i): v
+              for i, v in ((0, 5.5), (1, 9.5))}  # km/h wordings round them
+    writer = DemoWriter(out, cfg)
+    for e, instruction in enumerate([*speeds, "turn left"]):
+        rng = np.random.default_rng(e)
+        for step in range(4):
+            obs, expert = _observation(rng, "go straight", step)
+            writer.add(replace(obs, instruction=instruction), expert,
+                       {"episode": f"s{e}", "kind": "turn_left" if e == 2 else "follow_speed"})
+        writer.end_episode()
+    return speeds
+
+
+def _drawable_texts(speeds: dict[str, float], encoder: TextEncoder) -> dict[bytes, str]:
+    """Every embedding a batch of :func:`_speed_demos` can draw (re-worded and
+    re-speeded), back to its text."""
+    texts = list(phrasings(TaskKind.TURN_LEFT, "train"))
+    for recorded in speeds:  # re-worded from the task read back from the recorded text
+        task = parse_instruction(recorded)
+        assert task is not None and task.speed_mps is not None
+        for v in (task.speed_mps, *RESPEED_GRID_MPS):
+            texts += [render_instruction(replace(task, speed_mps=v), i)
+                      for i in range(len(phrasings(TaskKind.FOLLOW_SPEED, "train")))]
+    return {encoder.encode(w).tobytes(): w for w in texts}
+
+
+def _speed_setup(out: Path, encoder: TextEncoder) -> tuple[
+        VLAConfig, VLAProcessor, dict[str, float], DemoDataset, dict[bytes, str]]:
+    """A speed-cue config, its processor, :func:`_speed_demos` in ``out`` loaded with
+    re-wording, and :func:`_drawable_texts`."""
+    cfg = replace(CFG, speed_cue=True)
+    speeds = _speed_demos(out, cfg)
+    data = DemoDataset(out, cfg, text_encoder=encoder, reword=True)
+    return cfg, VLAProcessor(cfg), speeds, data, _drawable_texts(speeds, encoder)
+
+
+def _wording_index(text: str) -> int:
+    task = parse_instruction(text)
+    assert task is not None
+    return next(i for i in range(len(phrasings(task.kind, "train")))
+                if render_instruction(task, i) == text)
+
+
+def test_respeed_names_another_speed_in_the_sentence_and_the_teacher_reads_the_true_one(
+        trained: tuple[Path, dict[str, Any]], encoder: TextEncoder, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg, proc, speeds, data, text_of = _speed_setup(tmp_path / "speed", encoder)
+    rng = np.random.default_rng(1)
+    swapped = named = 0
+    for _ in range(20):
+        batch = data.batch(np.arange(len(data)), rng, respeed=0.8)
+        for instruction, text, true, cue in zip(
+                data.instructions, batch["text"].numpy(), batch["text_true"].numpy(),
+                batch["speed_cue"].numpy(), strict=True):
+            said, meant = text_of[text.tobytes()], text_of[true.tobytes()]
+            np.testing.assert_array_equal(cue, proc.speed_cue(meant))  # the true speed
+            if instruction not in speeds:
+                assert said == meant
+                continue
+            named += 1
+            if said != meant:
+                swapped += 1
+                v_said, v_meant = instruction_speed(said), instruction_speed(meant)
+                assert v_said is not None and v_meant is not None
+                gap = abs(v_said - v_meant)
+                assert gap >= RESPEED_MIN_GAP_MPS - 0.2, (said, meant)  # km/h rounding
+                assert _wording_index(said) == _wording_index(meant)
+    assert 0.65 < swapped / named < 0.95
+    assert "text_true" not in data.batch(np.arange(len(data)), rng)  # off by default
+    # training: the frozen teacher (no cue) reads the true sentence, the policy the other
+    out, _ = trained
+    calls: list[tuple[bool, dict[str, torch.Tensor]]] = []
+    real = train_mod._forward
+
+    def spy(net: Any, batch: dict[str, torch.Tensor], task_kind: Any = None) -> torch.Tensor:
+        calls.append((net.training, dict(batch)))
+        return real(net, batch, task_kind)
+
+    monkeypatch.setattr(train_mod, "_forward", spy)
+    kw = {**_train_kw(encoder), "epochs": 1}
+    train_mod.train_vla(cfg, tmp_path / "speed", tmp_path / "respeed", **kw, export=False,
+                        init_weights=out, teacher_weights=out, teacher_weight=1.0, respeed=0.8)
+    pairs = [(calls[i][1], calls[i + 1][1]) for i in range(len(calls) - 1)
+             if calls[i][0] and not calls[i + 1][0]]
+    assert pairs
+    differ = 0
+    for student, teacher in pairs:
+        torch.testing.assert_close(teacher["text"], student["text_true"], rtol=0, atol=0)
+        differ += int((student["text"] != student["text_true"]).any(dim=1).sum())
+    assert differ > 0
+    with pytest.raises(ConfigError, match="respeed needs the speed cue"):
+        train_mod.train_vla(CFG, tmp_path / "speed", tmp_path / "x", **kw, respeed=0.5)
+
+
+def test_the_speed_cue_is_that_of_the_drawn_wording_and_reaches_the_network(
+        trained: tuple[Path, dict[str, Any]], demo_dir: Path, encoder: TextEncoder,
+        tmp_path: Path) -> None:
+    cfg, proc, speeds, data, text_of = _speed_setup(tmp_path / "speed", encoder)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(10):
+        batch = data.batch(np.arange(len(data)), rng)
+        for instruction, text, cue in zip(data.instructions, batch["text"].numpy(),
+                                          batch["speed_cue"].numpy(), strict=True):
+            drawn = text_of[text.tobytes()]
+            seen.add(drawn)
+            np.testing.assert_array_equal(cue, proc.speed_cue(drawn))
+            want = speeds.get(instruction)
+            assert cue[1] == (want is not None)
+            if want is not None:  # whole km/h in some wordings
+                assert cue[0] * cfg.velocity_scale_mps == pytest.approx(want, abs=0.15)
+    assert len(seen) > 10  # re-worded: the cue followed many wordings
+    # a policy without the cue grows one as the identity (same validation loss) ...
+    out, log = trained
+    best = log["epochs"][log["best_epoch"] - 1]["val"]["loss"]
+    grown = train_mod.train_vla(cfg, demo_dir, tmp_path / "grown", **{
+        **_train_kw(encoder), "epochs": 1, "lr": 1e-12, "init_weights": out}, export=True)
+    assert grown["epochs"][0]["val"]["loss"] == pytest.approx(best, rel=1e-4)
+    with pytest.raises(ConfigError, match="another config"):  # ... never the other way
+        train_mod.train_vla(CFG, demo_dir, tmp_path / "shrunk", **{
+            **_train_kw(encoder), "epochs": 1, "init_weights": tmp_path / "grown"})
+    # ... and its planners feed the cue of the instruction they get (none without language)
+    obs, _ = _observation(np.random.default_rng(1), "go straight", 2)
+    obs = replace(obs, instruction="go 10 m/s")
+    for backend in ("torch", "onnxruntime"):
+        for language, want_cue in ((True, [10.0 / cfg.velocity_scale_mps, 1.0]),
+                                   (False, [0.0, 0.0])):
+            planner = load_vla(tmp_path / "grown", RuntimeConfig(backend=backend),
+                               text_encoder=encoder, language=language)
+            fed: list[dict[str, np.ndarray]] = []
+            run = planner.backend.run
+            planner.backend.run = (  # type: ignore[method-assign]
+                lambda feeds, run=run, fed=fed: fed.append(dict(feeds)) or run(feeds))
+            assert planner.plan(obs).is_finite()
+            np.testing.assert_allclose(fed[0]["speed_cue"], [want_cue], rtol=1e-6)
 
 
 def test_demonstrations_refuse_other_features(demo_dir: Path, encoder: TextEncoder) -> None:
@@ -359,8 +508,8 @@ def test_the_task_token_learns_to_drive_the_kind_without_the_sentence(
     for kind in ("turn_left", "turn_right"):
         forced = torch.full((4,), TASK_KINDS.index(kind), dtype=torch.int64)
         with torch.no_grad():
-            side[kind] = float(net(*(feeds[k] for k in INPUT_NAMES), task_kind=forced)[:, -1, 1]
-                               .mean())
+            side[kind] = float(net(*(feeds[k] for k in input_names(net.config)),
+                                   task_kind=forced)[:, -1, 1].mean())
     # the chunk's last waypoint, 4 s ahead at 6 m/s, is metres to the side the token says
     assert side["turn_left"] > 2.0 > -2.0 > side["turn_right"], side
     # a policy without the token grows one: the old weights, zero kind embeddings
@@ -496,7 +645,7 @@ def _mean_lateral_end(folder: Path, data: DemoDataset) -> float:
     """Mean |y| of the last waypoint (m) the policy of ``folder`` predicts on every sample."""
     net, _ = load_weights(folder)
     with torch.inference_mode():
-        pred = net(*(data.batch(np.arange(len(data)))[k] for k in INPUT_NAMES))
+        pred = net(*(data.batch(np.arange(len(data)))[k] for k in input_names(net.config)))
     return float(pred[:, -1, 1].abs().mean())
 
 
@@ -659,7 +808,11 @@ def test_input_names_match_the_network_signature() -> None:
     from mm_perception.planning.vla.model import VLAPolicyNet
 
     params = list(inspect.signature(VLAPolicyNet.forward).parameters.values())[1:]
-    # the exported inputs, in order; then only training-time options that default to None
+    # every possible input, in order; those every policy takes are required, the optional
+    # one (speed_cue) and then the training-time options default to None
+    required = input_names(VLAConfig())
     assert tuple(p.name for p in params[:len(INPUT_NAMES)]) == INPUT_NAMES
-    assert all(p.default is None for p in params[len(INPUT_NAMES):])
-    assert all(p.default is inspect.Parameter.empty for p in params[:len(INPUT_NAMES)])
+    assert required == INPUT_NAMES[:len(required)]
+    assert input_names(VLAConfig(speed_cue=True)) == INPUT_NAMES
+    assert all(p.default is None for p in params[len(required):])
+    assert all(p.default is inspect.Parameter.empty for p in params[:len(required)])

@@ -100,6 +100,15 @@ class VLAConfig:
             policy did worse on held-out wordings (76.7 % against 80.0 %), because a
             wording the head misreads is then always driven as the wrong task (README,
             "Planning"). False: no task token.
+        speed_cue: the speed the instruction names, read by a unit grammar
+            (:func:`~mm_perception.planning.instructions.instruction_speed`: a number and
+            m/s, km/h, kph, mph or their spelled-out forms, any wording), as one more input
+            (``speed_cue`` ``(2,)``: the speed clipped to ``[0, head_max_speed_mps]`` /
+            ``velocity_scale_mps``, and 1; zeros when no speed is named). An MLP adds it to
+            the ego token; its last layer starts at zero, so a policy without it loads and
+            is fine-tuned into one from where it was. Why: a sentence embedding carries a
+            number only weakly, so a new wording of "go N m/s" could change the speed the
+            policy reads (README, "Planning"). False: no such input.
         chunk: the action chunk's time grid.
         action_head: :data:`ACTION_HEADS`. ``kinematic`` (default): per step an
             acceleration and a path curvature, bounded by the ``head_*`` limits and
@@ -136,6 +145,7 @@ class VLAConfig:
     language: bool = True
     object_film: bool = True
     task_token: bool = False
+    speed_cue: bool = False
     chunk: ChunkSpec = field(default_factory=ChunkSpec)
     action_head: str = "kinematic"
     head_max_accel_mps2: float = 2.4
@@ -187,7 +197,7 @@ class VLAConfig:
         if not isinstance(self.text_model, str) or not self.text_model:
             raise ConfigError(f"VLAConfig.text_model must be a non-empty name, got "
                               f"{self.text_model!r}")
-        for key in ("language", "object_film", "task_token"):
+        for key in ("language", "object_film", "task_token", "speed_cue"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"VLAConfig.{key} must be true or false, got "
                                   f"{getattr(self, key)!r}")

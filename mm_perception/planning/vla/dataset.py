@@ -29,6 +29,7 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,30 @@ class DemoWriter:
         return path
 
 
+#: speeds a re-speeded wording may name (``DemoDataset.batch(respeed=...)``), m/s: the
+#: suite's follow_speed range and beyond, so that no speed is tied to one sentence
+RESPEED_GRID_MPS = (3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0)
+#: a re-speeded wording names a speed at least this far from the true one, m/s
+RESPEED_MIN_GAP_MPS = 1.5
+
+
+def _respeeded(text: str) -> tuple[str, ...]:
+    """``text`` with each speed of :data:`RESPEED_GRID_MPS` far enough from the one it
+    names: the same training wording of the same task (:func:`parse_instruction`), () for
+    a text that is no suite wording or names no speed."""
+    task = parse_instruction(text)
+    if task is None or task.speed_mps is None:
+        return ()
+    count = len(phrasings(task.kind, "train"))
+    index = next((i for i in range(count) if render_instruction(task, i, "train") == text),
+                 None)
+    if index is None:  # a held-out wording: never used to make training text
+        return ()
+    return tuple(dict.fromkeys(
+        render_instruction(replace(task, speed_mps=v), index, "train")
+        for v in RESPEED_GRID_MPS if abs(v - task.speed_mps) >= RESPEED_MIN_GAP_MPS))
+
+
 def find_shards(data_dir: str | Path) -> list[Path]:
     """The shards of a demonstration folder, sorted by name."""
     folder = Path(data_dir)
@@ -228,8 +253,19 @@ class DemoDataset(Dataset[dict[str, torch.Tensor]]):
                         render_instruction(task, i, "train")
                         for i in range(len(phrasings(task.kind, "train")))) if w != alt[0]]
         texts = list(dict.fromkeys(t for alt in alternatives for t in alt))
+        # respeed variants of every text that names a speed (batch(respeed=...)): the same
+        # wording with another speed of RESPEED_GRID_MPS
+        variants = ({t: _respeeded(t) for t in texts} if reword and language else {})
+        texts = list(dict.fromkeys([*texts, *(v for vs in variants.values() for v in vs)]))
         lookup = {t: i for i, t in enumerate(texts)}
         self._text = encoder.encode_many(texts)
+        var_lists = [[lookup[v] for v in variants.get(t, ())] for t in texts]
+        self._var_rows = np.asarray([r for vs in var_lists for r in vs], np.int64)
+        self._var_count = np.asarray([len(vs) for vs in var_lists], np.int64)
+        self._var_start = np.concatenate([[0], np.cumsum(self._var_count)[:-1]]).astype(np.int64)
+        # the speed cue of every text, read from the (re-)worded string as at inference
+        self._speed_cue = (np.stack([self.processor.speed_cue(t) for t in texts])
+                           if texts else np.zeros((0, 2), np.float32))
         # CSR table: the embedding rows of unique instruction u are
         # _alt_rows[_alt_start[u]:_alt_start[u] + _alt_count[u]]
         self._alt_rows = np.asarray([lookup[t] for alt in alternatives for t in alt], np.int64)
@@ -243,14 +279,24 @@ class DemoDataset(Dataset[dict[str, torch.Tensor]]):
         return int(self._data["targets"].shape[0])
 
     def batch(self, indices: Sequence[int] | npt.NDArray[np.int64],
-              rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
+              rng: np.random.Generator | None = None, respeed: float = 0.0,
+              ) -> dict[str, torch.Tensor]:
         """Samples ``indices`` as a batch: every network input (:data:`INPUT_NAMES`, with a
-        leading batch dimension) and ``targets`` ``(B, H, 3)``, float32 tensors, and
-        ``target_slot`` ``(B,)`` int64.
+        leading batch dimension; ``speed_cue`` whether or not the config uses it, so that a
+        teacher of either kind can run on the batch) and ``targets`` ``(B, H, 3)``, float32
+        tensors, and ``target_slot`` ``(B,)`` int64.
 
         With ``rng`` (and ``reword``), each sample's instruction is drawn uniformly from its
         alternatives (its own wording and the task's other training wordings); without, it
-        is the recorded one.
+        is the recorded one. ``text`` and ``speed_cue`` are of the same drawn wording.
+
+        ``respeed`` (with ``rng`` and ``reword``): that fraction of the samples whose
+        wording names a speed get, in ``text``, the embedding of the same wording naming
+        another speed (:data:`RESPEED_GRID_MPS`, at least :data:`RESPEED_MIN_GAP_MPS` away);
+        ``speed_cue``, the targets and the extra ``text_true`` ``(B, 384)`` (the drawn
+        wording's own embedding, for a teacher) stay those of the true speed. A policy with
+        the speed cue then learns that the cue, not the number in the sentence, says how
+        fast to go.
         """
         idx = np.asarray(indices, np.int64)
         compact = {k: self._data[k][idx] for k in FEATURE_NAMES}
@@ -261,6 +307,15 @@ class DemoDataset(Dataset[dict[str, torch.Tensor]]):
                 else np.zeros(len(u), np.int64))
         rows = self._alt_rows[self._alt_start[u] + pick]
         out["text"] = torch.from_numpy(np.ascontiguousarray(self._text[rows]))
+        out["speed_cue"] = torch.from_numpy(np.ascontiguousarray(self._speed_cue[rows]))
+        if respeed > 0.0 and rng is not None:
+            count = self._var_count[rows]
+            swap = (count > 0) & (rng.random(len(rows)) < respeed)
+            pick_var = (rng.random(len(rows)) * np.maximum(count, 1)).astype(np.int64)
+            swapped = rows.copy()
+            swapped[swap] = self._var_rows[self._var_start[rows[swap]] + pick_var[swap]]
+            out["text_true"] = out["text"]
+            out["text"] = torch.from_numpy(np.ascontiguousarray(self._text[swapped]))
         out["targets"] = torch.from_numpy(np.ascontiguousarray(self._data["targets"][idx]))
         out["target_slot"] = torch.from_numpy(np.ascontiguousarray(self.target_slot[idx]))
         return out
@@ -272,4 +327,5 @@ class DemoDataset(Dataset[dict[str, torch.Tensor]]):
         return {k: v[0] for k, v in self.batch([index % len(self)]).items()}
 
 
-__all__ = ["FEATURES_FILE", "TEXT_CACHE_FILE", "DemoDataset", "DemoWriter", "find_shards"]
+__all__ = ["FEATURES_FILE", "RESPEED_GRID_MPS", "RESPEED_MIN_GAP_MPS", "TEXT_CACHE_FILE",
+           "DemoDataset", "DemoWriter", "find_shards"]

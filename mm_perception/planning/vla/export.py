@@ -24,7 +24,7 @@ import torch
 
 from mm_perception.planning.vla.config import EGO_FEATURES, OBJECT_FEATURES, VLAConfig
 from mm_perception.planning.vla.model import VLAPolicyNet
-from mm_perception.planning.vla.processor import INPUT_NAMES, OUTPUT_NAME
+from mm_perception.planning.vla.processor import OUTPUT_NAME, input_names
 from mm_perception.planning.vla.text import TEXT_INPUTS, TEXT_OUTPUTS, TextEncoder
 from mm_perception.runtime import (
     InferenceBackend,
@@ -46,14 +46,15 @@ MAX_TOKENS = 512
 
 
 def io_specs(config: VLAConfig) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    """The policy's input and output specs (all float32, dynamic ``batch`` first)."""
+    """The policy's input and output specs (all float32, dynamic ``batch`` first; the
+    inputs of :func:`~mm_perception.planning.vla.processor.input_names`)."""
     c = config
     shapes: dict[str, tuple[int, ...]] = {
         "image": (3, c.image_height, c.image_width), "image_mask": (1,),
         "objects": (c.max_objects, OBJECT_FEATURES), "objects_mask": (c.max_objects,),
         "lanes": (c.num_lanes, c.lane_points, 2), "lanes_mask": (c.num_lanes,),
-        "ego": (EGO_FEATURES,), "text": (c.text_dim,)}
-    inputs = tuple(TensorSpec(n, "float32", ("batch", *shapes[n])) for n in INPUT_NAMES)
+        "ego": (EGO_FEATURES,), "text": (c.text_dim,), "speed_cue": (2,)}
+    inputs = tuple(TensorSpec(n, "float32", ("batch", *shapes[n])) for n in input_names(c))
     outputs = (TensorSpec(OUTPUT_NAME, "float32", ("batch", c.horizon, 3)),)
     return inputs, outputs
 

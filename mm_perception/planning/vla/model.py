@@ -7,8 +7,10 @@ The LLM-based fusion pattern, small enough for a CPU:
   embeddings); an MLP per object token, its hidden layer modulated by the sentence
   embedding (FiLM, ``object_film``: the object tokens already say how well each object fits
   the instruction's colour and class words); an MLP per lane token (its ``P`` points flattened)
-  + a learned embedding of its role; an MLP of the ego features (one token). Every group
-  gets a learned modality embedding.
+  + a learned embedding of its role; an MLP of the ego features (one token; with
+  ``speed_cue``, plus an MLP of the speed the instruction names, whose last layer starts
+  at zero, so the ego token says both how fast the ego goes and how fast it was told to).
+  Every group gets a learned modality embedding.
 - **Connector**: a linear map of the 384-d sentence embedding to ``language_tokens`` tokens
   (+ their position embeddings), the way a VLM projects a frozen encoder into its LLM.
 - **Task token** (``task_token``): a linear task head on the mean of the language tokens
@@ -174,9 +176,11 @@ class VLAPolicyNet(nn.Module):
     """The policy network (module docstring).
 
     ``forward(image (B, 3, H, W), image_mask (B, 1), objects (B, N, 21), objects_mask
-    (B, N), lanes (B, R, P, 2), lanes_mask (B, R), ego (B, 3), text (B, 384))`` -> ``(B, H,
-    3)`` float32 waypoint x, y (m, ``base_link``) and speed (m/s); every input float32,
-    masks 0 / 1. Training only: ``task_kind`` ``(B,)`` int64, the index into
+    (B, N), lanes (B, R, P, 2), lanes_mask (B, R), ego (B, 3), text (B, 384)[, speed_cue
+    (B, 2)])`` -> ``(B, H, 3)`` float32 waypoint x, y (m, ``base_link``) and speed (m/s);
+    every input float32, masks 0 / 1; ``speed_cue`` (required with ``VLAConfig.speed_cue``,
+    ignored without) as :meth:`~mm_perception.planning.vla.processor.VLAProcessor.speed_cue`
+    makes it. Training only: ``task_kind`` ``(B,)`` int64, the index into
     :data:`~mm_perception.planning.vla.config.TASK_KINDS` the task token takes (-1: the
     task head's argmax), with ``task_token``.
     """
@@ -196,6 +200,14 @@ class VLAPolicyNet(nn.Module):
         self.lanes = _mlp(config.lane_points * 2, d, d)
         self.lane_role = nn.Parameter(torch.zeros(config.num_lanes, d))
         self.ego = _mlp(EGO_FEATURES, d, d)
+        # zero-initialised output: a policy without the cue is fine-tuned into one from where
+        # it was (as object_film)
+        self.speed_mlp = _mlp(2, d, d) if config.speed_cue else None
+        if self.speed_mlp is not None:
+            last = self.speed_mlp[-1]
+            assert isinstance(last, nn.Linear)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
         self.connector = nn.Linear(config.text_dim, config.language_tokens * d)
         self.language_pos = nn.Parameter(torch.zeros(config.language_tokens, d))
         # the task token's kind embeddings start at zero: a policy without the token can be
@@ -271,7 +283,7 @@ class VLAPolicyNet(nn.Module):
 
     def forward(self, image: torch.Tensor, image_mask: torch.Tensor, objects: torch.Tensor,
                 objects_mask: torch.Tensor, lanes: torch.Tensor, lanes_mask: torch.Tensor,
-                ego: torch.Tensor, text: torch.Tensor,
+                ego: torch.Tensor, text: torch.Tensor, speed_cue: torch.Tensor | None = None,
                 task_kind: torch.Tensor | None = None) -> torch.Tensor:
         b = ego.shape[0]
         cam = image_mask.reshape(b, 1, 1, 1) > 0.5
@@ -286,6 +298,10 @@ class VLAPolicyNet(nn.Module):
         obj_tok = self.object_tokens(objects, objects_mask, text) + self.modality[1]
         lane_tok = self.lanes(lanes.flatten(2)) + self.lane_role + self.modality[2]
         ego_tok = self.ego(ego).unsqueeze(1) + self.modality[3]
+        if self.speed_mlp is not None:
+            if speed_cue is None:
+                raise ValueError("this policy takes a speed_cue input (VLAConfig.speed_cue)")
+            ego_tok = ego_tok + self.speed_mlp(speed_cue).unsqueeze(1)
         lang_tok = self.language_tokens(text)
         groups = [img_tok, obj_tok, lane_tok, ego_tok, lang_tok]
         if self.task_embed is not None:

@@ -12,7 +12,8 @@ protocol with the processor, one runtime backend (torch, ONNX Runtime or TensorR
 :class:`~mm_perception.planning.vla.text.TextEncoder`. With ``language=False`` (the
 "vla-no-language" ablation) every instruction is replaced by
 :data:`~mm_perception.planning.vla.config.NO_LANGUAGE_INSTRUCTION` before it is encoded:
-the network still gets a (constant) sentence embedding, never the real instruction.
+the network still gets a (constant) sentence embedding (and, with ``speed_cue``, the cue
+of that constant sentence: no speed), never the real instruction.
 Otherwise the instruction is first cleaned with
 :func:`~mm_perception.planning.instructions.clean_instruction` (bytes decoded, control
 characters and extra whitespace removed, at most
@@ -126,6 +127,8 @@ class VLAPlanner:
         instruction = self.instruction_for(observation)
         feeds = {k: v[None] for k, v in feats.items()}
         feeds["text"] = self.text_encoder.encode(instruction)[None].astype(np.float32)
+        if self.processor.config.speed_cue:
+            feeds["speed_cue"] = self.processor.speed_cue(instruction)[None]
         pred = self.backend.run(feeds)[OUTPUT_NAME][0]
         self.last_instruction = instruction
         return self.processor.decode(pred, observation.ego, self.name)

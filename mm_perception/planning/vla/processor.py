@@ -21,6 +21,10 @@ instruction's sentence embedding (``text``, ``(384,)``) comes from the
 - ``ego`` ``(3,)``: forward speed, lateral speed (/ velocity scale), yaw rate (/ yaw-rate
   scale), from the ego state's body velocity.
 
+With ``speed_cue`` in the config, the network also gets ``speed_cue`` ``(2,)`` from the
+instruction string (:meth:`VLAProcessor.speed_cue`): the speed it names, clipped to the
+kinematic head's range and divided by the velocity scale, and 1; zeros when it names none.
+
 Rules for bad values (never a silent wrong number): an object whose position, heading,
 size, velocity or score is not finite is left out (as if not perceived; counted in
 :attr:`VLAProcessor.dropped_objects`); a non-finite colour (the camera does not see the
@@ -48,6 +52,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mm_perception.core.types import EgoState
+from mm_perception.planning.instructions import instruction_speed
 from mm_perception.planning.observation import (
     LANE_ROLES,
     LanePolyline,
@@ -71,13 +76,20 @@ U8 = npt.NDArray[np.uint8]
 #: the scene inputs of the network, in the order of its ``forward`` arguments
 FEATURE_NAMES: tuple[str, ...] = ("image", "image_mask", "objects", "objects_mask", "lanes",
                                   "lanes_mask", "ego")
-#: every network input: the scene features, then the sentence embedding
-INPUT_NAMES: tuple[str, ...] = (*FEATURE_NAMES, "text")
+#: every network input: the scene features, the sentence embedding, then the optional
+#: speed cue (only with ``VLAConfig.speed_cue``; see :func:`input_names`)
+INPUT_NAMES: tuple[str, ...] = (*FEATURE_NAMES, "text", "speed_cue")
 #: the network's one output: ``(B, H, 3)`` float32 waypoint x, y (m, base_link), speed (m/s)
 OUTPUT_NAME = "chunk"
 _LABEL_INDEX = {label: i for i, label in enumerate(OBJECT_LABELS)}
 #: :meth:`VLAProcessor.target_slot`: farthest a perceived centre may be from the target's, m
 TARGET_GATE_M = 3.0
+
+
+def input_names(config: VLAConfig) -> tuple[str, ...]:
+    """The inputs a network of ``config`` takes, in the order of its ``forward`` arguments
+    (:data:`INPUT_NAMES` without ``speed_cue`` unless the config has it)."""
+    return tuple(n for n in INPUT_NAMES if n != "speed_cue" or config.speed_cue)
 
 
 def resample_polyline(points: F64, count: int) -> F64 | None:
@@ -117,6 +129,20 @@ class VLAProcessor:
                 "objects": (c.max_objects, OBJECT_FEATURES), "objects_mask": (c.max_objects,),
                 "lanes": (c.num_lanes, c.lane_points, 2), "lanes_mask": (c.num_lanes,),
                 "ego": (EGO_FEATURES,)}
+
+    # ------------------------------------------------------------------ instruction
+    def speed_cue(self, instruction: str) -> F32:
+        """``(2,)`` float32 speed cue of an instruction (module docstring): the speed
+        :func:`~mm_perception.planning.instructions.instruction_speed` reads, clipped to
+        ``[0, head_max_speed_mps]`` (the policy cannot drive faster, and "200 km/h" must
+        not become an input far outside what it was trained on) / ``velocity_scale_mps``,
+        and 1; ``(0, 0)`` when the instruction names no speed."""
+        speed = instruction_speed(instruction)
+        if speed is None or not math.isfinite(speed):
+            return np.zeros(2, np.float32)
+        c = self.config
+        v = min(max(speed, 0.0), c.head_max_speed_mps) / c.velocity_scale_mps
+        return np.asarray([v, 1.0], np.float32)
 
     # ------------------------------------------------------------------ image
     def image_u8(self, image: U8 | None) -> tuple[U8, bool]:
@@ -293,4 +319,5 @@ class VLAProcessor:
                                                      if kinematic else None))
 
 
-__all__ = ["FEATURE_NAMES", "INPUT_NAMES", "OUTPUT_NAME", "VLAProcessor", "resample_polyline"]
+__all__ = ["FEATURE_NAMES", "INPUT_NAMES", "OUTPUT_NAME", "VLAProcessor", "input_names",
+           "resample_polyline"]

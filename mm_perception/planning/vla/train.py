@@ -56,7 +56,16 @@ or :func:`train_vla` from Python. Data: a :mod:`~mm_perception.planning.vla.data
     kinds (:func:`parameter_free`) is dropped (zeros in place of the embedding, no probe
     loss), so the policy learns to act on the token alone; the sentence still carries the
     speed and the named vehicle. The token and the head train at ``grounding_lr_mult``
-    times ``lr`` too.
+    times ``lr`` too;
+  - the **speed cue** (``VLAConfig.speed_cue``): no loss of its own (the chunk says how
+    fast to go); its MLP, which starts at zero when grown on a policy without it, trains
+    at ``grounding_lr_mult`` times ``lr`` too. Fine-tuned from a policy that reads the
+    speed from the sentence, the cue alone changed its chunks by 0.2 m/s between cues of
+    5 and 13 m/s: the sentence already said it. With ``respeed`` that fraction of the
+    samples naming a speed get the sentence of another speed
+    (:meth:`~mm_perception.planning.vla.dataset.DemoDataset.batch`; the cue, the targets
+    and the teacher's input keep the true one), so the number in the sentence stops being
+    reliable and the cue is what sets the speed.
 - **Balance** (``balance_kinds``): an epoch is one pass over the training samples in a
   seeded random order; or, when DAgger rounds have recorded some task kinds far more than
   others, as many draws with replacement, each task kind (``meta["kind"]``) equally
@@ -67,8 +76,8 @@ or :func:`train_vla` from Python. Data: a :mod:`~mm_perception.planning.vla.data
   with ``--no-language``, every instruction replaced by the constant one).
 - **Initialisation**: random, or ``init_weights`` (a weights folder of the same config,
   e.g. the policy of the previous DAgger round, fine-tuned on the aggregated data at a lower
-  ``lr``; or of the same config without ``object_film``, whose FiLM layer then starts as the
-  identity).
+  ``lr``; or of the same config without ``object_film``, ``task_token`` or ``speed_cue``,
+  which then start as the identity or a constant).
 - **Teacher** (``teacher_weights``, ``teacher_weight``): learning without forgetting (Li &
   Hoiem, 2016) for fine-tuning on new demonstrations alone. A frozen policy (typically the
   one being fine-tuned) runs on every training batch, with the same inputs and noise, and
@@ -301,9 +310,9 @@ def _forward(net: VLAPolicyNet, batch: dict[str, torch.Tensor],
              task_kind: torch.Tensor | None = None) -> torch.Tensor:
     """The network on a batch; ``task_kind`` (``(B,)`` int64, -1 = unknown) is the task
     token's teacher forcing (``task_token`` only)."""
-    from mm_perception.planning.vla.processor import INPUT_NAMES
+    from mm_perception.planning.vla.processor import input_names
 
-    return net(*(batch[k] for k in INPUT_NAMES), task_kind=task_kind)
+    return net(*(batch[k] for k in input_names(net.config)), task_kind=task_kind)
 
 
 def _load_teacher(folder: str | Path, config: VLAConfig) -> VLAPolicyNet:
@@ -381,7 +390,7 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
               speed_weight: float = 0.5, kind_weight: float = 0.1, text_noise: float = 0.5,
               target_weight: float = 0.1, grounding_lr_mult: float = 1.0,
               balance_kinds: bool = False, language_dropout: float = 0.0,
-              warmup_steps: int = 100, init_weights: str | Path | None = None,
+              respeed: float = 0.0, warmup_steps: int = 100, init_weights: str | Path | None = None,
               reword: bool = True, keep: str = "best", export: bool = True,
               teacher_weights: str | Path | None = None, teacher_weight: float = 0.0,
               progress: bool = True, text_encoder: TextEncoder | None = None,
@@ -424,6 +433,12 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
     if (teacher_weight > 0) != (teacher_weights is not None):
         raise ConfigError("a teacher needs both teacher_weights (a weights folder) and "
                           f"teacher_weight > 0; got {teacher_weights!r} and {teacher_weight!r}")
+    if not (math.isfinite(respeed) and 0.0 <= respeed < 1.0):
+        raise ConfigError(f"respeed must be in [0, 1), got {respeed!r}")
+    if respeed > 0 and not (config.speed_cue and config.language and reword):
+        raise ConfigError("respeed needs the speed cue (VLAConfig.speed_cue), language and "
+                          "re-wording: without the cue a sentence with another speed would "
+                          "teach the wrong speed")
     if language_dropout > 0 and not config.task_token:
         raise ConfigError("language_dropout needs a task token (VLAConfig.task_token): "
                           "without one a dropped instruction leaves no task to follow")
@@ -445,17 +460,17 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
         from mm_perception.planning.vla.policy import load_weights
 
         init_net, _ = load_weights(init_weights)
-        # a policy without object FiLM or the task token may grow them: both start as the
-        # identity (FiLM) or a constant token (zero kind embeddings)
+        # a policy without object FiLM, the task token or the speed cue may grow them: they
+        # start as the identity (FiLM, the cue's zero last layer) or a constant token (zero
+        # kind embeddings)
         old = init_net.config
         grown = old != config
-        if grown and not (replace(old, object_film=config.object_film,
-                                  task_token=config.task_token) == config
-                          and config.object_film >= old.object_film
-                          and config.task_token >= old.task_token):
+        growable = ("object_film", "task_token", "speed_cue")
+        if grown and not (replace(old, **{k: getattr(config, k) for k in growable}) == config
+                          and all(getattr(config, k) >= getattr(old, k) for k in growable)):
             raise ConfigError(f"init_weights {init_weights} were made with another config; "
                               "fine-tuning needs the same one (or the same without "
-                              "object_film or task_token)")
+                              "object_film, task_token or speed_cue)")
         net.load_state_dict(init_net.state_dict(), strict=not grown)
     # with a task token the probe is the network's own task head, in its kind order
     kind_index, kinds = kind_labels(data.meta, TASK_KINDS if config.task_token else None)
@@ -475,6 +490,8 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
                  if use_pointer and net.object_film is not None else [])
     if net.task_head is not None and net.task_embed is not None:
         grounding += [*net.task_head.parameters(), net.task_embed]
+    if net.speed_mlp is not None:
+        grounding += list(net.speed_mlp.parameters())
     ids = {id(p) for p in grounding}
     rest = ([p for p in net.parameters() if id(p) not in ids]
             + (list(probe.parameters()) if use_probe and net.task_head is None else []))
@@ -503,7 +520,7 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
                  "speed_weight": speed_weight, "kind_weight": kind_weight,
                  "text_noise": text_noise, "target_weight": target_weight,
                  "grounding_lr_mult": grounding_lr_mult, "balance_kinds": balance_kinds,
-                 "language_dropout": language_dropout,
+                 "language_dropout": language_dropout, "respeed": respeed,
                  "warmup_steps": warmup_steps,
                  "max_minutes": max_minutes, "reword": reword, "keep": keep,
                  "init_weights": None if init_weights is None else str(init_weights),
@@ -555,14 +572,17 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
                 stopped_early = True
                 break
             idx = perm[step * batch_size:(step + 1) * batch_size]
-            batch = data.batch(idx, rng if reword else None)
+            batch = data.batch(idx, rng if reword else None, respeed=respeed)
             if noise > 0:
                 jitter = torch.from_numpy(rng.normal(
                     0.0, noise, (*batch["objects"].shape[:2], 2)).astype(np.float32))
                 batch["objects"][..., :2] += jitter * batch["objects_mask"].unsqueeze(-1)
             if text_sigma > 0:
-                batch["text"] += torch.from_numpy(rng.normal(
+                text_jitter = torch.from_numpy(rng.normal(
                     0.0, text_sigma, batch["text"].shape).astype(np.float32))
+                batch["text"] += text_jitter
+                if "text_true" in batch:  # the re-speeded samples' own sentence, same noise
+                    batch["text_true"] = batch["text_true"] + text_jitter
             kind = torch.from_numpy(kind_index[idx])
             labels = kind  # of the probe loss: without the samples whose sentence is dropped
             if language_dropout > 0:
@@ -579,8 +599,12 @@ def train_vla(config: VLAConfig, data_dir: str | Path, out_dir: str | Path, *,
             if teacher is not None:
                 # same inputs: a task-token teacher gets the true kind where the policy
                 # does (``task_kind`` indexes TASK_KINDS only then), else reads its own head
+                # re-speeded samples (respeed): the teacher reads the sentence of the true
+                # speed, which is what its chunk should follow
+                seen = ({**batch, "text": batch["text_true"]} if "text_true" in batch
+                        else batch)
                 with torch.no_grad():
-                    taught = _forward(teacher, batch,
+                    taught = _forward(teacher, seen,
                                       task_kind if teacher.config.task_token else None)
                 teacher_loss = chunk_loss(net, pred, taught, huber_delta, speed_weight)
                 teacher_total += float(teacher_loss.detach())
@@ -690,6 +714,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--language-dropout", type=float, default=0.0,
                         help="probability that a sample of a parameter-free task is trained "
                              "without its sentence (the task token only; needs --task-token)")
+    parser.add_argument("--respeed", type=float, default=0.0,
+                        help="fraction of the samples that name a speed trained with the "
+                             "sentence naming another one, the speed cue and targets kept "
+                             "(needs VLAConfig.speed_cue): the cue, not the sentence, sets "
+                             "the speed")
     parser.add_argument("--no-reword", action="store_true",
                         help="train every sample with its recorded instruction only (default: "
                              "drawn per batch from the training wordings of its task)")
@@ -732,7 +761,8 @@ def run(args: argparse.Namespace) -> int:
                     speed_weight=args.speed_weight, kind_weight=args.kind_weight,
                     text_noise=args.text_noise, target_weight=args.target_weight,
                     grounding_lr_mult=args.grounding_lr_mult, balance_kinds=args.balance_kinds,
-                    language_dropout=args.language_dropout, warmup_steps=args.warmup_steps,
+                    language_dropout=args.language_dropout, respeed=args.respeed,
+                    warmup_steps=args.warmup_steps,
                     init_weights=args.init_weights, reword=not args.no_reword, keep=args.keep,
                     export=not args.no_export, progress=not args.no_progress,
                     teacher_weights=args.teacher, teacher_weight=args.teacher_weight)
