@@ -47,7 +47,7 @@ from mm_perception.planning.vla.export import (
     text_onnx_backend,
     torch_backend,
 )
-from mm_perception.planning.vla.model import VLAPolicyNet, parameter_count
+from mm_perception.planning.vla.model import SPEED_GAP_UNIT_MPS, VLAPolicyNet, parameter_count
 from mm_perception.planning.vla.processor import FEATURE_NAMES, VLAProcessor, input_names
 from mm_perception.planning.vla.text import TextEncoder
 
@@ -308,6 +308,11 @@ def test_speed_cue_grows_as_the_identity_and_then_sets_the_speed() -> None:
         assert (net(*(feeds[k] for k in input_names(cfg))) - slow).abs().max() > 1e-3
     with pytest.raises(ValueError, match="speed_cue"):
         net(*(feeds[k] for k in input_names(plain.config)))
+    # the MLP's inputs: the cue and, only where a speed is named, its gap to the ego's speed
+    ego = torch.tensor([[6.0, 0.0, 0.0], [6.0, 0.0, 0.0]]) / cfg.velocity_scale_mps
+    cue = torch.tensor([[10.0 / cfg.velocity_scale_mps, 1.0], [0.0, 0.0]])
+    torch.testing.assert_close(net.speed_features(cue, ego), torch.tensor(
+        [[10.0 / cfg.velocity_scale_mps, 1.0, 4.0 / SPEED_GAP_UNIT_MPS], [0.0, 0.0, 0.0]]))
 
 
 def test_object_film_makes_object_tokens_depend_on_the_instruction() -> None:

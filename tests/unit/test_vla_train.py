@@ -756,6 +756,22 @@ def test_cli_trains_the_no_language_ablation(demo_dir: Path, encoder: TextEncode
     assert planner.language is False and planner.name == "vla-no-language"
 
 
+def test_cli_trains_a_speed_cue_policy_with_respeed(encoder: TextEncoder,
+                                                    tmp_path: Path) -> None:
+    _speed_demos(tmp_path / "speed", replace(CFG, speed_cue=True))
+    CFG.save(tmp_path / "tiny.yaml")
+    parser = argparse.ArgumentParser()
+    train_mod.add_arguments(parser)
+    args = parser.parse_args(["--data", str(tmp_path / "speed"), "--out", str(tmp_path / "w"),
+                              "--config", str(tmp_path / "tiny.yaml"), "--speed-cue",
+                              "--respeed", "0.5", "--epochs", "1", "--threads", "1",
+                              "--no-export", "--no-progress"])
+    assert train_mod.run(args) == 0
+    assert VLAConfig.load(tmp_path / "w" / "config.json").speed_cue is True
+    log = json.loads((tmp_path / "w" / "train_log.json").read_text())
+    assert log["args"]["respeed"] == 0.5
+
+
 # ---------------------------------------------------------------------------- planner
 def test_planner_plans_in_the_world_frame(trained: tuple[Path, dict[str, Any]],
                                           encoder: TextEncoder) -> None:

@@ -8,8 +8,9 @@ The LLM-based fusion pattern, small enough for a CPU:
   embedding (FiLM, ``object_film``: the object tokens already say how well each object fits
   the instruction's colour and class words); an MLP per lane token (its ``P`` points flattened)
   + a learned embedding of its role; an MLP of the ego features (one token; with
-  ``speed_cue``, plus an MLP of the speed the instruction names, whose last layer starts
-  at zero, so the ego token says both how fast the ego goes and how fast it was told to).
+  ``speed_cue``, plus an MLP of the speed the instruction names and its gap to the ego's
+  speed, whose last layer starts at zero, so the ego token says both how fast the ego goes
+  and how fast it was told to).
   Every group gets a learned modality embedding.
 - **Connector**: a linear map of the 384-d sentence embedding to ``language_tokens`` tokens
   (+ their position embeddings), the way a VLM projects a frozen encoder into its LLM.
@@ -75,6 +76,8 @@ from mm_perception.planning.vla.config import (
 
 #: additive attention score of a masked key: exp underflows to exactly 0 in float32
 MASKED_SCORE = -1e9
+#: unit of the named-minus-ego speed gap fed to the speed-cue MLP, m/s
+SPEED_GAP_UNIT_MPS = 2.0
 #: modality embeddings, in this order
 _MODALITIES = ("image", "objects", "lanes", "ego", "language")
 
@@ -202,7 +205,7 @@ class VLAPolicyNet(nn.Module):
         self.ego = _mlp(EGO_FEATURES, d, d)
         # zero-initialised output: a policy without the cue is fine-tuned into one from where
         # it was (as object_film)
-        self.speed_mlp = _mlp(2, d, d) if config.speed_cue else None
+        self.speed_mlp = _mlp(3, d, d) if config.speed_cue else None
         if self.speed_mlp is not None:
             last = self.speed_mlp[-1]
             assert isinstance(last, nn.Linear)
@@ -301,7 +304,7 @@ class VLAPolicyNet(nn.Module):
         if self.speed_mlp is not None:
             if speed_cue is None:
                 raise ValueError("this policy takes a speed_cue input (VLAConfig.speed_cue)")
-            ego_tok = ego_tok + self.speed_mlp(speed_cue).unsqueeze(1)
+            ego_tok = ego_tok + self.speed_mlp(self.speed_features(speed_cue, ego)).unsqueeze(1)
         lang_tok = self.language_tokens(text)
         groups = [img_tok, obj_tok, lane_tok, ego_tok, lang_tok]
         if self.task_embed is not None:
@@ -329,6 +332,16 @@ class VLAPolicyNet(nn.Module):
         if self.kinematic:
             return self.integrate(ego, raw)
         return self.prior(ego) + raw * self.out_scale
+
+    def speed_features(self, speed_cue: torch.Tensor, ego: torch.Tensor) -> torch.Tensor:
+        """``(B, 3)`` input of the speed-cue MLP: the cue ``(B, 2)`` (named speed / velocity
+        scale, named or not) and, where a speed is named, how much faster it is than the
+        ego's forward speed, in units of :data:`SPEED_GAP_UNIT_MPS`. The gap is what the
+        chunk's acceleration has to follow; given explicitly, a 1 m/s difference is not a
+        0.07 difference of two inputs that the MLP must learn to subtract."""
+        gap = ((speed_cue[:, 0] - ego[:, 0]) * speed_cue[:, 1]
+               * (self.config.velocity_scale_mps / SPEED_GAP_UNIT_MPS))
+        return torch.cat([speed_cue, gap.unsqueeze(1)], dim=1)
 
     def object_tokens(self, objects: torch.Tensor, objects_mask: torch.Tensor,
                       text: torch.Tensor) -> torch.Tensor:
@@ -405,5 +418,5 @@ def huber(x: torch.Tensor, delta: float) -> torch.Tensor:
     return F.huber_loss(x, torch.zeros_like(x), reduction="none", delta=delta)
 
 
-__all__ = ["MASKED_SCORE", "Attention", "DecoderBlock", "EncoderBlock", "ImageEncoder",
-           "VLAPolicyNet", "huber", "normalised_error", "parameter_count"]
+__all__ = ["MASKED_SCORE", "SPEED_GAP_UNIT_MPS", "Attention", "DecoderBlock", "EncoderBlock",
+           "ImageEncoder", "VLAPolicyNet", "huber", "normalised_error", "parameter_count"]

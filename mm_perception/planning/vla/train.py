@@ -711,6 +711,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task-token", action="store_true",
                         help="give the policy a task token (VLAConfig.task_token): the task "
                              "head's argmax kind as one more language token")
+    parser.add_argument("--speed-cue", action="store_true",
+                        help="give the policy the speed cue (VLAConfig.speed_cue): the speed "
+                             "the instruction names, read by a unit grammar, as one more input")
     parser.add_argument("--language-dropout", type=float, default=0.0,
                         help="probability that a sample of a parameter-free task is trained "
                              "without its sentence (the task token only; needs --task-token)")
@@ -753,6 +756,8 @@ def run(args: argparse.Namespace) -> int:
         config = replace(config, language=False)
     if args.task_token:
         config = replace(config, task_token=True)
+    if args.speed_cue:
+        config = replace(config, speed_cue=True)
     log = train_vla(config, args.data, args.out, epochs=args.epochs,
                     batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                     seed=args.seed, resume=args.resume, max_minutes=args.max_minutes,
