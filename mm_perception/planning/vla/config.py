@@ -108,7 +108,8 @@ class VLAConfig:
             the ego token; its last layer starts at zero, so a policy without it loads and
             is fine-tuned into one from where it was. Why: a sentence embedding carries a
             number only weakly, so a new wording of "go N m/s" could change the speed the
-            policy reads (README, "Planning"). False: no such input.
+            policy reads (README, "Planning"). On in the shipped weights; off by default, so
+            that a config written before it loads as it was. False: no such input.
         chunk: the action chunk's time grid.
         action_head: :data:`ACTION_HEADS`. ``kinematic`` (default): per step an
             acceleration and a path curvature, bounded by the ``head_*`` limits and
