@@ -136,7 +136,8 @@ class VLAProcessor:
         :func:`~mm_perception.planning.instructions.instruction_speed` reads, clipped to
         ``[0, head_max_speed_mps]`` (the policy cannot drive faster, and "200 km/h" must
         not become an input far outside what it was trained on) / ``velocity_scale_mps``,
-        and 1; ``(0, 0)`` when the instruction names no speed."""
+        and 1; ``(0, 0)`` when the instruction names no speed, or one too large to be a
+        finite float (hundreds of digits: not a speed anyone meant)."""
         speed = instruction_speed(instruction)
         if speed is None or not math.isfinite(speed):
             return np.zeros(2, np.float32)
